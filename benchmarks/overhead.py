@@ -1,0 +1,225 @@
+"""What does gradient monitoring cost? Step time of each variant as a ratio to bare training.
+
+Trains the same 12-layer pre-norm transformer for a fixed number of steps under each variant,
+interleaving the variants in every repeat so that machine noise hits them alike, and reports the
+mean step time (periodic work such as histograms included) divided by bare training's in the
+same repeat: median and range over repeats.
+
+Variants:
+    bare                 Trainer with the loggers only
+    gradflow_default     GradFlowMonitor() with default intervals
+    lightning_grad_norm  Lightning's ``grad_norm`` + ``log_dict`` every step
+    wandb_watch          ``wandb.watch(model, log="gradients", log_freq=K)`` (offline)
+    gradflow_hist_K      GradFlowMonitor(histogram_every_n_steps=K, log_every_n_steps=K)
+
+Every variant has the same loggers (TensorBoard + offline W&B), so only the monitoring differs.
+
+Usage:
+    python benchmarks/overhead.py                     # ~5 minutes on 2 CPU cores
+    python benchmarks/overhead.py --steps 100 --repeats 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import grad_norm
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_gradflow import GradFlowMonitor
+
+
+class PreNormTransformer(pl.LightningModule):
+    """A pre-norm transformer encoder regressing one number per sequence."""
+
+    def __init__(self, depth: int = 12, d_model: int = 128, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, d_model)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d_model, heads, 4 * d_model, dropout=0.0, batch_first=True, norm_first=True
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h).mean(dim=1))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        loss = nn.functional.mse_loss(self(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+class StepTimer(pl.Callback):
+    """Wall time of each training step, from batch start to the end of all callbacks."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync()
+        self.times.append(time.perf_counter() - self._start)
+
+
+class LightningGradNorm(pl.Callback):
+    """The usual hand-rolled monitoring: ``grad_norm`` + ``log_dict`` on every step."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        pl_module.log_dict(grad_norm(pl_module, norm_type=2))
+
+
+class WandbWatch(pl.Callback):
+    """``wandb.watch`` on the Trainer's W&B run at the start of training."""
+
+    def __init__(self, log_freq: int) -> None:
+        self.log_freq = log_freq
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.watch(pl_module, log="gradients", log_freq=self.log_freq)
+
+
+def _callbacks(variant: str, hist_every: int) -> list[pl.Callback]:
+    if variant == "bare":
+        return []
+    if variant == "gradflow_default":
+        return [GradFlowMonitor()]
+    if variant == "lightning_grad_norm":
+        return [LightningGradNorm()]
+    if variant == "wandb_watch":
+        return [WandbWatch(hist_every)]
+    if variant == "gradflow_hist":
+        return [
+            GradFlowMonitor(
+                log_every_n_steps=hist_every,
+                histogram_every_n_steps=hist_every,
+                plot_every_n_steps=None,
+            )
+        ]
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> list[float]:
+    """Train ``args.steps`` steps and return the step times after warm-up."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    n = args.batch_size * args.steps
+    x = torch.randn(n, args.seq_len, 8, generator=generator)
+    y = x.mean(dim=(1, 2)).unsqueeze(1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size)
+    timer = StepTimer(device)
+    loggers = [
+        TensorBoardLogger(workdir / variant, name="tb"),
+        WandbLogger(save_dir=str(workdir / variant), offline=True, project="overhead"),
+    ]
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=args.steps,
+        logger=loggers,
+        callbacks=[*_callbacks(variant, args.hist_every), timer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=50,
+    )
+    trainer.fit(PreNormTransformer(depth=args.depth, d_model=args.d_model), loader)
+    import wandb
+
+    wandb.finish()
+    return timer.times[args.warmup :]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hist-every", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB__DISABLE_STATS", "true")  # no system-monitor process competing
+    variants = ["bare", "gradflow_default", "lightning_grad_norm", "wandb_watch", "gradflow_hist"]
+    means: dict[str, list[float]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for variant in variants:
+                times = run_variant(variant, args, Path(tmp) / f"r{repeat}")
+                means[variant].append(statistics.fmean(times))
+                print(f"repeat {repeat} {variant:<20} {1e3 * means[variant][-1]:8.2f} ms/step")
+    rows = []
+    for variant in variants:
+        ratios = [m / b for m, b in zip(means[variant], means["bare"], strict=True)]
+        rows.append(
+            {
+                "variant": variant
+                if variant != "gradflow_hist"
+                else f"gradflow_hist_{args.hist_every}",
+                "ms_per_step": 1e3 * statistics.median(means[variant]),
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+            }
+        )
+    overhead = {r["variant"]: r["ratio_median"] - 1.0 for r in rows}
+    watch = overhead["wandb_watch"]
+    ours = overhead[f"gradflow_hist_{args.hist_every}"]
+    print(f"\n{'variant':<22} {'ms/step':>8} {'ratio (median)':>15} {'range':>17}")
+    for r in rows:
+        spread = f"{r['ratio_min']:.3f}–{r['ratio_max']:.3f}"
+        print(f"{r['variant']:<22} {r['ms_per_step']:8.2f} {r['ratio_median']:15.3f} {spread:>17}")
+    factor = watch / ours if ours > 0 else float("inf")
+    print(
+        f"\noverhead with histograms every {args.hist_every} steps: "
+        f"wandb.watch {100 * watch:.1f} %, GradFlowMonitor {100 * ours:.1f} % ({factor:.1f}x less)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""GradFlowMonitor: per-layer gradient norms, histograms and the gradient-flow picture.
+
+The callback is thin: Lightning hooks feed a
+:class:`~lightning_gradflow.core.collector.GradientCollector` (pure torch), and what comes out
+goes to every logger the Trainer has.
+
+Example:
+    >>> from pytorch_lightning import Trainer
+    >>> from lightning_gradflow import GradFlowMonitor
+    >>> trainer = Trainer(callbacks=[GradFlowMonitor(histogram_every_n_steps=200)])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_gradflow.core.collector import GradientCollector, StepRecord
+from lightning_gradflow.core.histograms import LogBins
+from lightning_gradflow.core.layers import (
+    GRANULARITIES,
+    ForwardOrderRecorder,
+    Granularity,
+    Layer,
+    group_parameters,
+)
+from lightning_gradflow.writers.base import Writer
+
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _check_interval(name: str, value: int | None, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive integer or None (off)" if allow_none else "a positive integer"
+        raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def _clean_name(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+class GradFlowMonitor(Callback):
+    """Logs how the gradient flows through every layer, at a cost small enough to leave on.
+
+    Every optimizer step, per-layer gradient norms are computed on the device in a few batched
+    kernels and kept there; on logged steps everything pending is copied to the host at once.
+
+    Logged scalars (to every logger, at ``log_every_n_steps``):
+    ``grad_norm/total``, ``grad_norm/<layer>``, ``weight_norm/<layer>``, ``update_ratio/<layer>``
+    (``||Δθ|| / ||θ||`` of that step's update) and ``grad_nonfinite/layers``.
+    Histograms of log10|g| per layer (``grad_hist/<layer>``) go to TensorBoard and W&B every
+    ``histogram_every_n_steps``; the gradient-flow picture (``grad_flow``) every
+    ``plot_every_n_steps``.
+
+    Args:
+        log_every_n_steps: scalar logging interval in optimizer steps; ``None`` takes the
+            Trainer's ``log_every_n_steps``.
+        histogram_every_n_steps: histogram interval; ``None`` turns histograms off.
+        plot_every_n_steps: gradient-flow picture interval; ``None`` turns it off.
+        granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
+            element of the outermost ``ModuleList``/``Sequential``, for very deep models).
+        log_weight_norms: log per-layer weight norms on logged steps.
+        log_update_ratios: log per-layer update-to-weight ratios on logged steps (keeps a copy
+            of the parameters for the duration of those steps).
+        linear_histogram_bins: also log a histogram of raw gradient values with this many bins.
+        histogram_bins: the log10 bins (default 1e-12 … 1e4, four per decade).
+        sharded: sum squared norms over ranks before reporting (FSDP); ``None`` detects
+            Lightning's ``FSDPStrategy``.
+
+    Raises:
+        ValueError: for an interval that is not a positive integer, an unknown granularity or a
+            bad number of bins.
+    """
+
+    def __init__(
+        self,
+        log_every_n_steps: int | None = None,
+        histogram_every_n_steps: int | None = 500,
+        plot_every_n_steps: int | None = 500,
+        granularity: Granularity = "layer",
+        log_weight_norms: bool = True,
+        log_update_ratios: bool = True,
+        linear_histogram_bins: int | None = None,
+        histogram_bins: LogBins | None = None,
+        sharded: bool | None = None,
+    ) -> None:
+        _check_interval("log_every_n_steps", log_every_n_steps)
+        _check_interval("histogram_every_n_steps", histogram_every_n_steps)
+        _check_interval("plot_every_n_steps", plot_every_n_steps)
+        _check_interval("linear_histogram_bins", linear_histogram_bins)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
+        self.log_every_n_steps = log_every_n_steps
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self.plot_every_n_steps = plot_every_n_steps
+        self.granularity = granularity
+        self.log_weight_norms = log_weight_norms
+        self.log_update_ratios = log_update_ratios
+        self.linear_histogram_bins = linear_histogram_bins
+        self.histogram_bins = histogram_bins or LogBins()
+        self.sharded = sharded
+        self.layers: list[Layer] = []
+        self._log_every = log_every_n_steps or 50
+        self._collector: GradientCollector | None = None
+        self._recorder: ForwardOrderRecorder | None = None
+        self._writers: list[Writer] = []
+        self._snapshot_pending = False
+        self._flush_due = False
+        self._band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._warned_no_matplotlib = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            log_every_n_steps=self.log_every_n_steps, granularity=self.granularity
+        )
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._log_every = self.log_every_n_steps or trainer.log_every_n_steps or 1
+        if self.sharded is None:
+            from pytorch_lightning.strategies import FSDPStrategy
+
+            self.sharded = isinstance(trainer.strategy, FSDPStrategy)
+        self._writers = self._find_writers(trainer)
+        if not trainer.loggers:
+            rank_zero_warn(
+                "GradFlowMonitor: the Trainer has no logger, so gradient norms, histograms and "
+                "pictures are computed but not shown. Pass `logger=TensorBoardLogger(...)` "
+                "(or WandbLogger/CSVLogger) to see them."
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._collector = None
+        self._band = None
+        self._recorder = ForwardOrderRecorder(pl_module)
+
+    def _ensure_collector(self, pl_module: pl.LightningModule) -> GradientCollector:
+        if self._collector is None:
+            order = None
+            if self._recorder is not None:
+                order = self._recorder.order
+                self._recorder.remove()
+                self._recorder = None
+            layers = group_parameters(pl_module, order, self.granularity)
+            self.layers = [
+                Layer(_clean_name(layer.name), layer.param_names, layer.params) for layer in layers
+            ]
+            if not self.layers:
+                rank_zero_warn("GradFlowMonitor: the model has no parameters; nothing to monitor.")
+            self._collector = GradientCollector(
+                self.layers,
+                bins=self.histogram_bins,
+                linear_bins=self.linear_histogram_bins,
+                sharded=bool(self.sharded),
+            )
+        return self._collector
+
+    @staticmethod
+    def _find_writers(trainer: pl.Trainer) -> list[Writer]:
+        writers: list[Writer] = []
+        if not trainer.is_global_zero:
+            return writers
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                from lightning_gradflow.writers.tensorboard_writer import TensorBoardWriter
+
+                writers.append(TensorBoardWriter(logger.experiment))
+            elif isinstance(logger, WandbLogger):
+                from lightning_gradflow.writers.wandb_writer import WandbWriter
+
+                writers.append(WandbWriter(logger.experiment))
+        return writers
+
+    # --- per-step hooks ---------------------------------------------------------------------
+
+    def _due(self, step: int, every: int | None) -> bool:
+        return every is not None and step % every == 0
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self._ensure_collector(pl_module).add_loss(loss)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        collector = self._ensure_collector(pl_module)
+        step = trainer.global_step
+        logged = self._due(step, self._log_every)
+        histogram = self._due(step, self.histogram_every_n_steps)
+        plot = self._due(step, self.plot_every_n_steps)
+        snapshot = logged and self.log_update_ratios
+        collector.capture(
+            step=step,
+            params=[p for group in optimizer.param_groups for p in group["params"]],
+            optimizer_index=self._optimizer_index(trainer, optimizer),
+            weights=logged and self.log_weight_norms,
+            histograms=histogram,
+            snapshot=snapshot,
+        )
+        self._snapshot_pending = self._snapshot_pending or snapshot
+        self._flush_due = self._flush_due or logged or histogram or plot
+
+    @staticmethod
+    def _optimizer_index(trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> int:
+        for index, candidate in enumerate(trainer.optimizers):
+            inner = getattr(candidate, "optimizer", candidate)
+            if candidate is optimizer or inner is optimizer:
+                return index
+        return 0
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self._collector is None:
+            return
+        if self._snapshot_pending:
+            self._collector.after_optimizer_step()
+            self._snapshot_pending = False
+        if self._flush_due:
+            self._flush_due = False
+            self._handle(trainer, self._collector.flush())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._collector is not None and self._collector.num_pending:
+            self._handle(trainer, self._collector.flush())
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def _handle(self, trainer: pl.Trainer, records: list[StepRecord]) -> None:
+        multi = len(trainer.optimizers) > 1
+        for record in records:
+            self._update_band(record)
+            if not trainer.is_global_zero:
+                continue
+            if self._due(record.step, self._log_every):
+                self._log_scalars(trainer, record, multi)
+            if record.log_histograms is not None:
+                self._log_histograms(record)
+            if self._due(record.step, self.plot_every_n_steps):
+                self._log_picture(record)
+
+    def _update_band(self, record: StepRecord) -> None:
+        norms = np.where(np.isfinite(record.layer_norms), record.layer_norms, np.nan)
+        nonfinite = np.zeros(len(norms), dtype=bool)
+        nonfinite[record.nonfinite_layers] = True
+        if self._band is None:
+            self._band = (norms.copy(), norms.copy(), nonfinite)
+            return
+        low, high, bad = self._band
+        with np.errstate(invalid="ignore"):
+            self._band = (np.fmin(low, norms), np.fmax(high, norms), bad | nonfinite)
+
+    def _log_scalars(self, trainer: pl.Trainer, record: StepRecord, multi: bool) -> None:
+        suffix = f"_optimizer{record.optimizer_index}" if multi else ""
+        metrics: dict[str, float] = {
+            f"grad_norm/total{suffix}": record.total_norm,
+            f"grad_nonfinite/layers{suffix}": float(len(record.nonfinite_layers)),
+        }
+        for i, layer in enumerate(self.layers):
+            if not record.has_grad[i]:
+                continue
+            metrics[f"grad_norm/{layer.name}"] = float(record.layer_norms[i])
+            if record.weight_norms is not None:
+                metrics[f"weight_norm/{layer.name}"] = float(record.weight_norms[i])
+            if record.update_ratios is not None and np.isfinite(record.update_ratios[i]):
+                metrics[f"update_ratio/{layer.name}"] = float(record.update_ratios[i])
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=record.step)
+
+    def _log_histograms(self, record: StepRecord) -> None:
+        if not self._writers:
+            return
+        edges = np.asarray(self.histogram_bins.edges())
+        hists = {
+            f"grad_hist/{layer.name}": (record.log_histograms[i], edges)
+            for i, layer in enumerate(self.layers)
+            if record.has_grad[i]
+        }
+        if record.linear_histograms is not None:
+            counts, maxima = record.linear_histograms
+            unit = np.linspace(-1.0, 1.0, counts.shape[1] + 1)
+            for i, layer in enumerate(self.layers):
+                if record.has_grad[i] and maxima[i] > 0:
+                    hists[f"grad_values/{layer.name}"] = (counts[i], unit * maxima[i])
+        for writer in self._writers:
+            writer.histograms(record.step, hists)
+
+    def _log_picture(self, record: StepRecord) -> None:
+        if not self._writers or not self.layers:
+            return
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # pictures are optional
+            if not self._warned_no_matplotlib:
+                rank_zero_warn(
+                    "GradFlowMonitor: install matplotlib to log the gradient-flow picture."
+                )
+                self._warned_no_matplotlib = True
+            return
+        from lightning_gradflow.writers.flow_figure import render_gradient_flow
+
+        low, high, bad = self._band if self._band is not None else (None, None, None)
+        image = render_gradient_flow(
+            [layer.name for layer in self.layers],
+            record.layer_norms,
+            low,
+            high,
+            record.step,
+            nonfinite=bad,
+        )
+        self._band = None
+        for writer in self._writers:
+            writer.image(record.step, "grad_flow", image)

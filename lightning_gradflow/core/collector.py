@@ -1,0 +1,322 @@
+"""Per-optimizer-step gradient statistics, kept on the device until one copy to the host.
+
+:class:`GradientCollector` is the framework-free heart of the monitor. Every optimizer step it
+computes per-layer squared gradient norms on the device (batched, no host sync) and keeps them;
+on the steps that need numbers on the host (logging, histograms, plots)
+:meth:`~GradientCollector.flush` copies everything pending in **one** device-to-host transfer
+and returns a :class:`StepRecord`
+per step, so detectors still see every step.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from lightning_gradflow.core.layers import group_parameters
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    >>> collector = GradientCollector(group_parameters(model))
+    >>> loss = model(torch.randn(8, 3)).pow(2).mean()
+    >>> loss.backward()
+    >>> collector.add_loss(loss)
+    >>> collector.capture(step=0, params=model.parameters())
+    >>> [record] = collector.flush()
+    >>> record.step, record.layer_norms.shape, record.total_norm > 0
+    (0, (2,), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
+from lightning_gradflow.core.layers import Layer
+from lightning_gradflow.core.norms import all_reduce_sum, squared_norms_by_layer
+
+
+@dataclass
+class StepRecord:
+    """Host-side statistics of one optimizer step.
+
+    Attributes:
+        step: the optimizer step the gradients belong to (0-based).
+        optimizer_index: which optimizer took the step.
+        layer_norms: per-layer gradient L2 norm, ``NaN`` for layers without a gradient this step
+            (frozen, unused or owned by another optimizer); may be ``inf``/``nan`` where
+            ``has_grad`` is set if the gradient itself is non-finite.
+        has_grad: which layers had a gradient this step.
+        total_norm: L2 norm over all gradients of the step (what ``clip_grad_norm_`` returns).
+        loss: training loss of the step (mean over micro-batches and ranks), if known.
+        weight_norms: per-layer parameter norm before the update (logged steps only).
+        update_ratios: per-layer ``||Δθ|| / ||θ||`` of this update (logged steps only).
+        log_histograms: ``(layers, buckets)`` counts of log10|g| (histogram steps only).
+        linear_histograms: ``(counts (layers, bins), max magnitude (layers,))`` if requested.
+    """
+
+    step: int
+    optimizer_index: int
+    layer_norms: np.ndarray
+    has_grad: np.ndarray
+    total_norm: float
+    loss: float | None = None
+    weight_norms: np.ndarray | None = None
+    update_ratios: np.ndarray | None = None
+    log_histograms: np.ndarray | None = None
+    linear_histograms: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def nonfinite_layers(self) -> np.ndarray:
+        """Indices (in depth order) of layers whose gradient contains NaN or Inf."""
+        return np.flatnonzero(self.has_grad & ~np.isfinite(self.layer_norms))
+
+
+@dataclass
+class _Pending:
+    step: int
+    optimizer_index: int
+    has_grad: np.ndarray
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    snapshot: tuple[list[Tensor], list[Tensor], list[int]] | None = None
+
+
+class GradientCollector:
+    """Computes per-layer statistics on the device each step; copies them to the host on flush.
+
+    Args:
+        layers: the layers in depth order (see
+            :func:`~lightning_gradflow.core.layers.group_parameters`).
+        bins: bins of the log-magnitude histograms.
+        linear_bins: number of bins of the optional linear-value histogram (``None``: off).
+        sharded: parameters are sharded across ranks (FSDP): squared norms and histogram counts
+            are summed over the default process group before they are reported.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        bins: LogBins | None = None,
+        linear_bins: int | None = None,
+        sharded: bool = False,
+    ) -> None:
+        if linear_bins is not None and linear_bins < 1:
+            raise ValueError(f"linear_bins={linear_bins} must be a positive integer or None")
+        self.layers = list(layers)
+        self.bins = bins or LogBins()
+        self.linear_bins = linear_bins
+        self.sharded = sharded
+        self._layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.params}
+        self._index_cache: dict[tuple, Tensor] = {}
+        self._loss: Tensor | None = None
+        self._pending: list[_Pending] = []
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_pending(self) -> int:
+        """Steps captured since the last flush."""
+        return len(self._pending)
+
+    def add_loss(self, loss: Tensor) -> None:
+        """Accumulate a (micro-batch) loss for the next captured step; no host sync."""
+        value = loss.detach().reshape(()).to(torch.float64)
+        self._loss = value if self._loss is None else self._loss + value
+
+    def capture(
+        self,
+        step: int,
+        params: Iterable[nn.Parameter],
+        optimizer_index: int = 0,
+        weights: bool = False,
+        histograms: bool = False,
+        snapshot: bool = False,
+    ) -> None:
+        """Record the gradients of ``params`` for optimizer step ``step`` (on device, no sync).
+
+        Args:
+            step: the optimizer step these gradients will be applied at.
+            params: the parameters the optimizer is about to update.
+            optimizer_index: which optimizer.
+            weights: also compute per-layer weight norms.
+            histograms: also compute per-layer histograms.
+            snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
+                the update-to-weight ratio.
+        """
+        known = [p for p in params if id(p) in self._layer_of]
+        with_grad = [p for p in known if p.grad is not None]
+        has_grad = np.zeros(self.num_layers, dtype=bool)
+        has_grad[[self._layer_of[id(p)] for p in with_grad]] = True
+        pending = _Pending(step, optimizer_index, has_grad)
+        device = self._device(known)
+        grads = [p.grad for p in with_grad]
+        index = [self._layer_of[id(p)] for p in with_grad]
+        to_reduce = {
+            "grad_sq": squared_norms_by_layer(
+                grads, index, self.num_layers, device, self._index_cache
+            )
+        }
+        if weights:
+            to_reduce["weight_sq"] = self._weight_sq(known, device)
+        if histograms:
+            to_reduce["log_hist"] = self._log_histograms(with_grad, device)
+        if self.sharded:
+            self._all_reduce(to_reduce)
+        pending.tensors.update(to_reduce)
+        if histograms and self.linear_bins:
+            counts, maxabs = self._linear_histograms(with_grad, device)
+            pending.tensors["lin_hist"], pending.tensors["lin_max"] = counts, maxabs
+        loss = self._loss
+        self._loss = None
+        if loss is not None:
+            pending.tensors["loss"] = loss.to(device).reshape(1)
+        if snapshot and known:
+            current = [p.detach() for p in known]
+            pending.snapshot = (current, torch._foreach_mul(current, 1.0), self._indices(known))
+        self._pending.append(pending)
+
+    def after_optimizer_step(self) -> None:
+        """Turn the parameter snapshot of the last captured step into update norms."""
+        if not self._pending or self._pending[-1].snapshot is None:
+            return
+        pending = self._pending[-1]
+        current, before, index = pending.snapshot
+        pending.snapshot = None
+        device = self._device(current)
+        if "weight_sq" not in pending.tensors:
+            weight_sq = squared_norms_by_layer(
+                before, index, self.num_layers, device, self._index_cache
+            )
+            pending.tensors["weight_sq"] = self._all_reduce_one(weight_sq)
+        torch._foreach_sub_(before, current)
+        update_sq = squared_norms_by_layer(
+            before, index, self.num_layers, device, self._index_cache
+        )
+        pending.tensors["update_sq"] = self._all_reduce_one(update_sq)
+
+    def flush(self) -> list[StepRecord]:
+        """Copy every pending step to the host in one transfer and return their records."""
+        if not self._pending:
+            return []
+        pendings, self._pending = self._pending, []
+        self._average_losses_over_ranks(pendings)
+        layout: list[tuple[int, str, tuple[int, ...]]] = []
+        flat: list[Tensor] = []
+        device = next(iter(pendings[0].tensors.values())).device
+        for i, pending in enumerate(pendings):
+            for name, tensor in pending.tensors.items():
+                layout.append((i, name, tuple(tensor.shape)))
+                flat.append(tensor.reshape(-1).to(device=device, dtype=torch.float64))
+        host = torch.cat(flat).cpu().numpy()
+        values: list[dict[str, np.ndarray]] = [{} for _ in pendings]
+        offset = 0
+        for i, name, shape in layout:
+            size = int(np.prod(shape)) if shape else 1
+            values[i][name] = host[offset : offset + size].reshape(shape)
+            offset += size
+        return [self._record(p, v) for p, v in zip(pendings, values, strict=True)]
+
+    def _record(self, pending: _Pending, values: dict[str, np.ndarray]) -> StepRecord:
+        grad_sq = values["grad_sq"]
+        norms = np.where(pending.has_grad, np.sqrt(grad_sq), np.nan)
+        total = float(np.sqrt(grad_sq[pending.has_grad].sum())) if pending.has_grad.any() else 0.0
+        ratios = None
+        if "update_sq" in values:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.sqrt(values["update_sq"]) / np.sqrt(values["weight_sq"])
+        weight_norms = np.sqrt(values["weight_sq"]) if "weight_sq" in values else None
+        linear = None
+        if "lin_hist" in values:
+            linear = (values["lin_hist"], values["lin_max"])
+        return StepRecord(
+            step=pending.step,
+            optimizer_index=pending.optimizer_index,
+            layer_norms=norms,
+            has_grad=pending.has_grad,
+            total_norm=total,
+            loss=float(values["loss"][0]) if "loss" in values else None,
+            weight_norms=weight_norms,
+            update_ratios=ratios,
+            log_histograms=values.get("log_hist"),
+            linear_histograms=linear,
+        )
+
+    def _indices(self, params: Sequence[nn.Parameter]) -> list[int]:
+        return [self._layer_of[id(p)] for p in params]
+
+    @staticmethod
+    def _device(params: Sequence[Tensor]) -> torch.device:
+        return params[0].device if params else torch.device("cpu")
+
+    def _weight_sq(self, params: Sequence[nn.Parameter], device: torch.device) -> Tensor:
+        return squared_norms_by_layer(
+            [p.detach() for p in params],
+            self._indices(params),
+            self.num_layers,
+            device,
+            self._index_cache,
+        )
+
+    def _by_layer(self, params: Sequence[nn.Parameter]) -> list[list[Tensor]]:
+        grads: list[list[Tensor]] = [[] for _ in self.layers]
+        for p in params:
+            grads[self._layer_of[id(p)]].append(p.grad.to(self._device(params)))
+        return grads
+
+    def _log_histograms(self, params: Sequence[nn.Parameter], device: torch.device) -> Tensor:
+        rows = [
+            log_magnitude_histogram(grads, self.bins).to(device)
+            if grads
+            else torch.zeros(self.bins.num_buckets, dtype=torch.float64, device=device)
+            for grads in self._by_layer(params)
+        ]
+        return torch.stack(rows) if rows else torch.zeros(0, self.bins.num_buckets)
+
+    def _linear_histograms(
+        self, params: Sequence[nn.Parameter], device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        counts, maxima = [], []
+        for grads in self._by_layer(params):
+            if grads:
+                c, m = linear_histogram(grads, self.linear_bins)
+            else:
+                c = torch.zeros(self.linear_bins, dtype=torch.float64, device=device)
+                m = torch.zeros((), dtype=torch.float64, device=device)
+            counts.append(c.to(device))
+            maxima.append(m.to(device))
+        if not counts:
+            return torch.zeros(0, self.linear_bins), torch.zeros(0)
+        return torch.stack(counts), torch.stack(maxima)
+
+    def _all_reduce_one(self, tensor: Tensor) -> Tensor:
+        return all_reduce_sum(tensor) if self.sharded else tensor
+
+    @staticmethod
+    def _all_reduce(tensors: dict[str, Tensor]) -> None:
+        names = list(tensors)
+        flat = torch.cat([tensors[n].reshape(-1) for n in names])
+        all_reduce_sum(flat)
+        offset = 0
+        for name in names:
+            size = tensors[name].numel()
+            tensors[name] = flat[offset : offset + size].reshape(tensors[name].shape)
+            offset += size
+
+    @staticmethod
+    def _average_losses_over_ranks(pendings: list[_Pending]) -> None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        if world < 2:
+            return
+        has = [p for p in pendings if "loss" in p.tensors]
+        if len(has) != len(pendings):
+            return
+        losses = torch.cat([p.tensors["loss"] for p in has])
+        all_reduce_sum(losses)
+        for p, loss in zip(has, losses / world, strict=True):
+            p.tensors["loss"] = loss.reshape(1)

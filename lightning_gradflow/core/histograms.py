@@ -1,0 +1,126 @@
+"""On-device histograms of gradient magnitudes over fixed decade bins.
+
+The main histogram is of ``log10|g|`` over fixed bins (default 1e-12 … 1e4, four per decade),
+so a layer whose gradients vanish shows its mass moving left by orders of magnitude and two
+steps are always comparable. Exact zeros and non-finite values get their own buckets at the
+two ends, so the bucket counts of a layer always add up to its element count:
+
+==============  ===============================================
+bucket          holds
+==============  ===============================================
+``[lo-1, lo)``  exact zeros (``log10 0 = -inf``)
+``[lo, hi)``    finite non-zero magnitudes; values below 10^lo fall into the first decade bin
+                and values above 10^hi into the last
+``[hi, hi+1)``  NaN and ±Inf
+==============  ===============================================
+
+Example:
+    >>> import torch
+    >>> bins = LogBins(low_exp=-2, high_exp=2, per_decade=1)
+    >>> log_magnitude_histogram([torch.tensor([0.0, 0.05, 3.0, float("nan")])], bins).tolist()
+    [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_gradflow.core.norms import dense_values
+
+_FLOAT32_EXACT = 2**24  # float32 counts stay exact below this many elements
+
+
+@dataclass(frozen=True)
+class LogBins:
+    """Fixed log10 bins for gradient magnitudes.
+
+    Args:
+        low_exp: lowest decade edge, as a power of ten.
+        high_exp: highest decade edge, as a power of ten.
+        per_decade: bins per decade.
+    """
+
+    low_exp: int = -12
+    high_exp: int = 4
+    per_decade: int = 4
+
+    def __post_init__(self) -> None:
+        if self.high_exp <= self.low_exp:
+            raise ValueError(
+                f"high_exp={self.high_exp} must be above low_exp={self.low_exp} (powers of ten)"
+            )
+        if self.per_decade < 1:
+            raise ValueError(f"per_decade={self.per_decade} must be a positive integer")
+
+    @property
+    def num_value_bins(self) -> int:
+        return (self.high_exp - self.low_exp) * self.per_decade
+
+    @property
+    def num_buckets(self) -> int:
+        """Value bins plus the zero and non-finite buckets."""
+        return self.num_value_bins + 2
+
+    def edges(self) -> list[float]:
+        """``num_buckets + 1`` bucket edges on the log10 axis (zero and non-finite at the ends)."""
+        step = 1.0 / self.per_decade
+        inner = [self.low_exp + i * step for i in range(self.num_value_bins + 1)]
+        return [self.low_exp - 1.0, *inner, self.high_exp + 1.0]
+
+
+def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
+    """Counts of ``log10|x|`` over ``bins`` for all elements of ``tensors``, computed on device.
+
+    Args:
+        tensors: the gradients of one layer (dense or sparse, one device); the elements a sparse
+            tensor does not store count as zeros.
+        bins: the bin layout.
+
+    Returns:
+        float64 counts of shape ``(bins.num_buckets,)``: zeros, value bins, non-finite.
+    """
+    device = tensors[0].device if tensors else torch.device("cpu")
+    counts = torch.zeros(bins.num_buckets, dtype=torch.float64, device=device)
+    for tensor in tensors:
+        values = dense_values(tensor).detach().reshape(-1)
+        dtype = torch.float32 if values.numel() < _FLOAT32_EXACT else torch.float64
+        magnitude = values.to(dtype).abs()
+        finite = torch.isfinite(magnitude)
+        nonzero = magnitude != 0
+        logs = torch.where(finite & nonzero, magnitude.log10(), float("nan"))
+        logs = logs.clamp(bins.low_exp, bins.high_exp - 0.5 / bins.per_decade)
+        hist = torch.histc(logs, bins.num_value_bins, bins.low_exp, bins.high_exp)
+        counts[0] += (~nonzero).sum() + (tensor.numel() - values.numel())  # sparse: implicit 0s
+        counts[1:-1] += hist.to(device=device, dtype=torch.float64)
+        counts[-1] += (~finite).sum()
+    return counts
+
+
+def linear_histogram(tensors: Sequence[Tensor], num_bins: int) -> tuple[Tensor, Tensor]:
+    """Counts of raw values over ``num_bins`` equal bins spanning ``[-m, m]``, on device.
+
+    ``m`` is the layer's largest finite magnitude, kept on the device so that no host sync is
+    needed; the caller builds the edges as ``linspace(-1, 1) * m`` after its single copy.
+    Non-finite values are left out (they are counted by :func:`log_magnitude_histogram`).
+
+    Returns:
+        ``(counts, m)``: float64 counts of shape ``(num_bins,)`` and a 0-d float64 tensor.
+    """
+    device = tensors[0].device if tensors else torch.device("cpu")
+    flats = [dense_values(t).detach().reshape(-1).double() for t in tensors]
+    flats = [torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0) for f in flats]
+    maxabs = torch.zeros((), dtype=torch.float64, device=device)
+    for flat in flats:
+        if flat.numel():
+            maxabs = torch.maximum(maxabs, flat.abs().amax().to(device))
+    scale = torch.where(maxabs > 0, maxabs, torch.ones_like(maxabs))
+    counts = torch.zeros(num_bins, dtype=torch.float64, device=device)
+    for tensor, flat in zip(tensors, flats, strict=True):
+        finite = torch.isfinite(dense_values(tensor).detach().reshape(-1))
+        scaled = torch.where(finite, flat / scale.to(flat.device), float("nan"))
+        counts += torch.histc(scaled, num_bins, -1.0, 1.0).to(device)
+    return counts, maxabs

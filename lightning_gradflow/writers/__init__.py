@@ -1,0 +1,1 @@
+"""Backend adapters; each imports its backend lazily, so none is needed to import the library."""

@@ -1,0 +1,110 @@
+"""The gradient-flow picture: layer index (input to output) against log10 gradient norm.
+
+Rendered with matplotlib's object API on the Agg canvas (no pyplot state, no display), and
+returned as an RGB array that every backend can store as an image.
+
+Example:
+    >>> import numpy as np
+    >>> image = render_gradient_flow(  # doctest: +SKIP
+    ...     ["0", "2"], latest=np.array([1e-3, 1e-1]), low=None, high=None, step=10)
+    >>> image.shape  # doctest: +SKIP
+    (450, 600, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lightning_gradflow.core.flow import fit_depth_profile
+
+DEAD_LINE = 1e-5
+_MAX_NAMED_TICKS = 40
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def render_gradient_flow(
+    layer_names: Sequence[str],
+    latest: np.ndarray,
+    low: np.ndarray | None,
+    high: np.ndarray | None,
+    step: int,
+    nonfinite: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw per-layer gradient norms in depth order and return an ``(H, W, 3)`` uint8 image.
+
+    Args:
+        layer_names: names in depth order.
+        latest: gradient norm of each layer at ``step`` (NaN where the layer had none).
+        low: smallest finite norm of each layer over the interval since the last picture.
+        high: largest finite norm of each layer over that interval.
+        step: the optimizer step of ``latest``.
+        nonfinite: boolean mask of layers whose gradient held NaN/Inf during the interval.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count = len(layer_names)
+    x = np.arange(count)
+    width = float(np.clip(6 + 0.08 * count, 6, 16))
+    fig = Figure(figsize=(width, 4.5), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_latest = np.where(latest > 0, np.log10(latest), np.nan)
+        if low is not None and high is not None:
+            lo = np.where(low > 0, np.log10(low), np.nan)
+            hi = np.where(high > 0, np.log10(high), np.nan)
+            ax.fill_between(
+                x,
+                lo,
+                hi,
+                alpha=0.25,
+                color="tab:blue",
+                step="mid",
+                label="range since last picture",
+            )
+    marker = "o" if count <= 60 else None
+    ax.plot(
+        x, log_latest, color="tab:blue", marker=marker, markersize=3, lw=1.2, label=f"step {step}"
+    )
+    ax.axhline(
+        np.log10(DEAD_LINE), color="tab:red", ls="--", lw=0.8, label="1e-5: effectively dead"
+    )
+    if nonfinite is not None and nonfinite.any():
+        top = np.nanmax(log_latest) if np.isfinite(log_latest).any() else 0.0
+        ax.scatter(
+            x[nonfinite],
+            np.full(int(nonfinite.sum()), top + 0.5),
+            marker="x",
+            color="tab:red",
+            zorder=3,
+            label="NaN/Inf gradient",
+        )
+    fit = fit_depth_profile(latest)
+    title = f"Gradient flow, step {step}"
+    if fit is not None:
+        title += (
+            f": γ = {fit.gamma:.3g} per layer (output → input), "
+            f"first/last = {fit.first_last_ratio:.2g}"
+        )
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("log10 ‖grad‖")
+    if count <= _MAX_NAMED_TICKS:
+        ax.set_xticks(x)
+        ax.set_xticklabels([_short(n) for n in layer_names], rotation=90, fontsize=7)
+    else:
+        stride = int(np.ceil(count / 25))
+        ax.set_xticks(x[::stride])
+        ax.set_xticklabels([str(i) for i in x[::stride]], fontsize=7)
+        ax.set_xlabel(f"layer index, input → output ({count} layers; names in the scalar tags)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,53 @@
+"""TensorBoard writer: raw histograms from on-device counts, images and text.
+
+Example:
+    >>> from torch.utils.tensorboard import SummaryWriter  # doctest: +SKIP
+    >>> writer = TensorBoardWriter(SummaryWriter("runs/demo"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from lightning_gradflow.writers.base import Histogram
+
+
+class TensorBoardWriter:
+    """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (what ``TensorBoardLogger`` holds).
+
+    Histograms are written with ``add_histogram_raw``: the bucket counts computed on the device
+    are stored as they are, with summary statistics taken from the bucket centres.
+    """
+
+    def __init__(self, summary_writer: Any) -> None:
+        self.summary_writer = summary_writer
+
+    def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
+        for tag, (counts, edges) in histograms.items():
+            counts = np.asarray(counts, dtype=np.float64)
+            edges = np.asarray(edges, dtype=np.float64)
+            total = float(counts.sum())
+            if total <= 0:
+                continue
+            centres = (edges[:-1] + edges[1:]) / 2
+            used = np.flatnonzero(counts)
+            self.summary_writer.add_histogram_raw(
+                tag,
+                min=float(edges[used[0]]),
+                max=float(edges[used[-1] + 1]),
+                num=total,
+                sum=float((counts * centres).sum()),
+                sum_squares=float((counts * centres**2).sum()),
+                bucket_limits=edges[1:].tolist(),
+                bucket_counts=counts.tolist(),
+                global_step=step,
+            )
+
+    def image(self, step: int, tag: str, image: np.ndarray) -> None:
+        self.summary_writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        self.summary_writer.add_text(tag, text, global_step=step)

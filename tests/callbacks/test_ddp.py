@@ -1,0 +1,64 @@
+"""A real 2-process CPU DDP run (gloo) against a single-process run on the same global batch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(out_dir: Path, devices: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.scripts.ddp_gradflow", str(out_dir), str(devices)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _events(out_dir: Path) -> EventAccumulator:
+    files = list(out_dir.rglob("events.out.tfevents.*"))
+    assert len(files) == 1, files  # written once, by rank zero only
+    events = EventAccumulator(str(files[0]), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    single, ddp = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("ddp")
+    _run(single, 1)
+    _run(ddp, 2)
+    return _events(single), _events(ddp)
+
+
+def test_ddp_logs_the_same_norms_as_one_process(runs):
+    single, ddp = runs
+    tags = [t for t in single.Tags()["scalars"] if t.startswith(("grad_norm/", "weight_norm/"))]
+    assert "grad_norm/total" in tags and len(tags) >= 9
+    assert set(tags) <= set(ddp.Tags()["scalars"])
+    for tag in tags:
+        a, b = single.Scalars(tag), ddp.Scalars(tag)
+        assert [e.step for e in a] == [e.step for e in b] == list(range(6)), tag
+        np.testing.assert_allclose(
+            [e.value for e in b], [e.value for e in a], rtol=1e-4, err_msg=tag
+        )
+
+
+def test_ddp_histograms_logged_once_per_step(runs):
+    single, ddp = runs
+    for tag in single.Tags()["histograms"]:
+        hists = ddp.Histograms(tag)
+        assert [h.step for h in hists] == [0, 2, 4]
+        for h_single, h_ddp in zip(single.Histograms(tag), hists, strict=True):
+            assert sum(h_ddp.histogram_value.bucket) == sum(h_single.histogram_value.bucket)

@@ -1,0 +1,200 @@
+"""GradFlowMonitor in real Trainer runs: accumulation, optimizers, odd parameters, bad input."""
+
+import csv
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+
+from lightning_gradflow import GradFlowMonitor, GradientCollector
+from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
+
+
+class StepCounter(GradFlowMonitor):
+    """Keeps every flushed record so the tests can look at them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.records = []
+
+    def _handle(self, trainer, records):
+        self.records.extend(records)
+        super()._handle(trainer, records)
+
+
+def _csv_rows(logger: CSVLogger) -> list[dict]:
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_gradient_accumulation_gives_one_record_per_optimizer_step(tmp_path):
+    monitor = StepCounter(log_every_n_steps=1)
+    trainer = quiet_trainer(accumulate_grad_batches=4, max_epochs=1, callbacks=[monitor])
+    trainer.fit(Regressor(mlp()), regression_loader(n=128, batch_size=8))  # 16 batches
+    assert [r.step for r in monitor.records] == [0, 1, 2, 3]
+    assert all(r.loss is not None and r.loss > 0 for r in monitor.records)
+
+
+def test_scalars_reach_the_csv_logger_at_the_logging_interval(tmp_path):
+    logger = CSVLogger(tmp_path)
+    monitor = GradFlowMonitor(log_every_n_steps=3)
+    quiet_trainer(logger=logger, callbacks=[monitor], max_steps=7).fit(
+        Regressor(mlp(depth=2)), regression_loader(n=128, batch_size=8)
+    )
+    rows = [r for r in _csv_rows(logger) if r.get("grad_norm/total")]
+    assert [int(r["step"]) for r in rows] == [0, 3, 6]
+    assert all(float(r["grad_norm/net.0"]) > 0 for r in rows)
+
+
+def test_default_interval_follows_the_trainer():
+    monitor = StepCounter()
+    trainer = quiet_trainer(max_steps=5, log_every_n_steps=2, callbacks=[monitor])
+    trainer.fit(Regressor(mlp()), regression_loader(n=128))
+    assert monitor._log_every == 2
+    assert [r.step for r in monitor.records] == [0, 1, 2, 3, 4]  # every step reaches detectors
+    assert [r.weight_norms is not None for r in monitor.records] == [True, False, True, False, True]
+
+
+class TwoOptimizers(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.encoder = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 1)
+
+    def training_step(self, batch, batch_idx):
+        opt_a, opt_b = self.optimizers()
+        x, y = batch
+        loss = nn.functional.mse_loss(self.head(torch.relu(self.encoder(x))), y)
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+
+    def configure_optimizers(self):
+        return (
+            torch.optim.SGD(self.encoder.parameters(), lr=0.1),
+            torch.optim.Adam(self.head.parameters(), lr=0.01),
+        )
+
+
+def test_several_optimizers_each_report_their_own_layers(tmp_path):
+    logger = CSVLogger(tmp_path)
+    monitor = StepCounter(log_every_n_steps=1)
+    quiet_trainer(logger=logger, callbacks=[monitor], max_epochs=1).fit(
+        TwoOptimizers(), regression_loader(n=32, batch_size=16)
+    )
+    assert [(r.optimizer_index, r.has_grad.tolist()) for r in monitor.records] == [
+        (0, [True, False]),
+        (1, [False, True]),
+        (0, [True, False]),
+        (1, [False, True]),
+    ]
+    header = set(_csv_rows(logger)[0])
+    assert {"grad_norm/total_optimizer0", "grad_norm/total_optimizer1"} <= header
+
+
+class FrozenAndUnused(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.Linear(8, 8).requires_grad_(False)
+        self.used = nn.Linear(8, 1)
+        self.unused = nn.Linear(8, 1)
+        self.embedding = nn.Embedding(4, 8, sparse=True)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        h = self.frozen(x) + self.embedding(torch.zeros(len(x), dtype=torch.long))
+        return nn.functional.mse_loss(self.used(h), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
+
+
+def test_frozen_unused_and_sparse_parameters(tmp_path):
+    monitor = StepCounter(log_every_n_steps=1, histogram_every_n_steps=1)
+    quiet_trainer(logger=CSVLogger(tmp_path), callbacks=[monitor], max_steps=3).fit(
+        FrozenAndUnused(), regression_loader()
+    )
+    names = [layer.name for layer in monitor.layers]
+    assert names == ["frozen", "embedding", "used", "unused"]
+    record = monitor.records[-1]
+    assert record.has_grad.tolist() == [False, True, True, False]
+    assert record.log_histograms[1].sum() == 4 * 8
+
+
+def test_forward_order_through_the_trainer():
+    class Backwards(Regressor):
+        def __init__(self):
+            super().__init__(nn.Identity())
+            self.out = nn.Linear(4, 1)
+            self.mid = nn.Linear(4, 4)
+            self.inp = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.mid(torch.tanh(self.inp(x)))))
+
+    monitor = GradFlowMonitor()
+    quiet_trainer(callbacks=[monitor], max_steps=1).fit(Backwards(), regression_loader())
+    assert [layer.name for layer in monitor.layers] == ["inp", "mid", "out"]
+
+
+def test_nan_gradients_are_reported_not_raised(tmp_path):
+    class Poisoned(Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if batch_idx == 1 else loss
+
+    monitor = StepCounter(log_every_n_steps=1)
+    quiet_trainer(logger=CSVLogger(tmp_path), callbacks=[monitor], max_steps=3).fit(
+        Poisoned(mlp(depth=2)), regression_loader()
+    )
+    assert len(monitor.records[1].nonfinite_layers) == 3
+    assert monitor.records[1].loss != monitor.records[1].loss  # NaN loss recorded as NaN
+
+
+def test_no_logger_warns_once_and_keeps_computing():
+    monitor = StepCounter(log_every_n_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(callbacks=[monitor], max_steps=4, logger=False).fit(
+            Regressor(mlp()), regression_loader()
+        )
+    messages = [str(w.message) for w in caught if "GradFlowMonitor" in str(w.message)]
+    assert len(messages) == 1 and "no logger" in messages[0]
+    assert len(monitor.records) == 4
+
+
+def test_bf16_mixed_precision_on_cpu():
+    monitor = StepCounter(log_every_n_steps=1)
+    quiet_trainer(callbacks=[monitor], max_steps=2, precision="bf16-mixed").fit(
+        Regressor(mlp()), regression_loader()
+    )
+    assert all(r.nonfinite_layers.size == 0 and r.total_norm > 0 for r in monitor.records)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"log_every_n_steps": 0}, "log_every_n_steps=0 is not allowed"),
+        ({"histogram_every_n_steps": -5}, "histogram_every_n_steps=-5"),
+        ({"plot_every_n_steps": 2.5}, "plot_every_n_steps=2.5"),
+        ({"histogram_every_n_steps": True}, "histogram_every_n_steps=True"),
+        ({"granularity": "param"}, "granularity='param' is not one of"),
+        ({"linear_histogram_bins": 0}, "linear_histogram_bins=0"),
+    ],
+)
+def test_invalid_settings_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradFlowMonitor(**kwargs)
+
+
+def test_public_api_exports():
+    import lightning_gradflow
+
+    assert lightning_gradflow.GradFlowMonitor is GradFlowMonitor
+    assert lightning_gradflow.GradientCollector is GradientCollector

@@ -1,0 +1,188 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lightning_gradflow.core.collector import GradientCollector
+from lightning_gradflow.core.layers import group_parameters
+
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item"}
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the aten ops that run, to prove no host synchronisation happens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _model_with_grads(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3), nn.Tanh(), nn.Linear(3, 1))
+    model(torch.randn(16, 5)).square().mean().backward()
+    return model
+
+
+def test_norms_match_reference_and_clip_grad_norm():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(step=3, params=model.parameters(), weights=True)
+    [record] = collector.flush()
+    for i, module in enumerate([model[0], model[2], model[4]]):
+        grads = torch.cat([module.weight.grad.flatten(), module.bias.grad.flatten()])
+        weights = torch.cat([module.weight.flatten(), module.bias.flatten()])
+        assert record.layer_norms[i] == pytest.approx(torch.linalg.vector_norm(grads).item())
+        assert record.weight_norms[i] == pytest.approx(torch.linalg.vector_norm(weights).item())
+    total = nn.utils.clip_grad_norm_(model.parameters(), 1e9).item()
+    assert record.total_norm == pytest.approx(total, rel=1e-6)
+    assert record.step == 3 and record.has_grad.all()
+
+
+def test_capture_and_update_make_no_host_sync():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model), linear_bins=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with OpRecorder() as rec:
+        collector.add_loss(torch.tensor(0.5))
+        collector.capture(0, model.parameters(), weights=True, histograms=True, snapshot=True)
+        optimizer.step()
+        collector.after_optimizer_step()
+    assert rec.ops, "the dispatch mode saw no ops"
+    assert not SYNC_OPS & set(rec.ops)
+
+
+def test_update_ratio_is_relative_size_of_the_step():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    before = [p.detach().clone() for p in model.parameters()]
+    collector.capture(0, model.parameters(), snapshot=True)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    collector.after_optimizer_step()
+    [record] = collector.flush()
+    after = list(model.parameters())
+    delta = torch.cat([(a - b).flatten() for a, b in zip(after[:2], before[:2], strict=True)])
+    weight = torch.cat([b.flatten() for b in before[:2]])
+    expected = (torch.linalg.vector_norm(delta) / torch.linalg.vector_norm(weight)).item()
+    assert record.update_ratios[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_every_step_kept_until_one_flush_and_losses_accumulate():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    for step in range(4):
+        collector.add_loss(torch.tensor(1.0))
+        collector.add_loss(torch.tensor(float(step)))  # two micro-batches
+        collector.capture(step, model.parameters())
+    assert collector.num_pending == 4
+    records = collector.flush()
+    assert [r.step for r in records] == [0, 1, 2, 3]
+    assert [r.loss for r in records] == [1.0, 2.0, 3.0, 4.0]
+    assert collector.num_pending == 0 and collector.flush() == []
+
+
+def test_missing_and_nonfinite_gradients():
+    model = _model_with_grads()
+    model[2].weight.grad = None  # unused this step
+    model[4].bias.grad[0] = float("nan")
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, model.parameters(), histograms=True)
+    [record] = collector.flush()
+    assert record.has_grad.tolist() == [True, True, True]  # bias of layer 1 still has a grad
+    model[2].bias.grad = None
+    collector.capture(1, model.parameters(), histograms=True)
+    [record] = collector.flush()
+    assert record.has_grad.tolist() == [True, False, True]
+    assert math.isnan(record.layer_norms[1])
+    assert record.nonfinite_layers.tolist() == [2]
+    assert math.isnan(record.total_norm)
+    assert record.log_histograms[2, -1] == 1  # the NaN is counted in the non-finite bucket
+    assert record.log_histograms[0].sum() == model[0].weight.numel() + model[0].bias.numel()
+
+
+def test_frozen_parameters_have_no_gradient_but_a_weight_norm():
+    model = _model_with_grads()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, model.parameters(), weights=True)
+    [record] = collector.flush()
+    assert not record.has_grad[0] and record.weight_norms[0] > 0
+
+
+def test_model_without_parameters():
+    collector = GradientCollector(group_parameters(nn.ReLU()))
+    collector.capture(0, [], weights=True, histograms=True, snapshot=True)
+    collector.after_optimizer_step()
+    [record] = collector.flush()
+    assert record.total_norm == 0.0 and record.layer_norms.shape == (0,)
+
+
+def test_invalid_linear_bins():
+    with pytest.raises(ValueError, match="linear_bins=0"):
+        GradientCollector([], linear_bins=0)
+
+
+def _sharded_worker(rank: int, world: int, port: int, queue) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        full = _model_with_grads()
+        shard = _model_with_grads()
+        for p_full, p_shard in zip(full.parameters(), shard.parameters(), strict=True):
+            flat_grad, flat = p_full.grad.flatten(), p_full.detach().flatten()
+            half = (flat.numel() + 1) // 2
+            part = slice(0, half) if rank == 0 else slice(half, None)
+            p_shard.data = flat[part].clone()
+            p_shard.grad = flat_grad[part].clone()
+        collector = GradientCollector(group_parameters(shard), sharded=True)
+        collector.capture(0, shard.parameters(), weights=True, histograms=True)
+        [record] = collector.flush()
+        reference = GradientCollector(group_parameters(full))
+        reference.capture(0, full.parameters(), weights=True, histograms=True)
+        [expected] = reference.flush()
+        queue.put(
+            (
+                rank,
+                record.layer_norms,
+                expected.layer_norms,
+                record.weight_norms,
+                expected.weight_norms,
+                record.log_histograms,
+                expected.log_histograms,
+            )
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_norms_are_reduced_over_a_real_gloo_group():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_sharded_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for _, norms, ref, weights, ref_w, hist, ref_hist in results:
+        np.testing.assert_allclose(norms, ref, rtol=1e-6)
+        np.testing.assert_allclose(weights, ref_w, rtol=1e-6)
+        np.testing.assert_array_equal(hist, ref_hist)

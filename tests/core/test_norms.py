@@ -1,0 +1,68 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_gradflow.core.norms import squared_norms_by_layer
+
+
+def test_matches_vector_norm_per_layer():
+    tensors = [torch.randn(5, 3), torch.randn(7), torch.randn(2, 2, 2)]
+    sq = squared_norms_by_layer(tensors, [0, 1, 0], num_layers=3)
+    expected0 = torch.linalg.vector_norm(torch.cat([tensors[0].flatten(), tensors[2].flatten()]))
+    assert sq.dtype == torch.float64
+    assert sq[0].sqrt().item() == pytest.approx(expected0.item(), rel=1e-6)
+    assert sq[1].sqrt().item() == pytest.approx(torch.linalg.vector_norm(tensors[1]).item())
+    assert sq[2].item() == 0.0
+
+
+def test_total_matches_clip_grad_norm_return_value():
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 2))
+    model(torch.randn(4, 6)).square().sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    sq = squared_norms_by_layer(grads, [0, 0, 1, 1], num_layers=2)
+    clipped_total = nn.utils.clip_grad_norm_(model.parameters(), max_norm=1e9)
+    assert sq.sum().sqrt().item() == pytest.approx(clipped_total.item(), rel=1e-6)
+
+
+def test_nan_and_inf_mark_only_their_layer():
+    sq = squared_norms_by_layer(
+        [torch.tensor([1.0, float("nan")]), torch.tensor([float("inf")]), torch.ones(4)],
+        [0, 1, 2],
+        num_layers=3,
+    )
+    assert math.isnan(sq[0].item())
+    assert math.isinf(sq[1].item())
+    assert sq[2].item() == 4.0
+
+
+def test_large_tensor_norms_do_not_overflow_when_summed_over_a_layer():
+    tensors = [torch.full((4,), 1e18), torch.full((4,), 1e18)]  # norms 2e18: squares > fp32 max
+    sq = squared_norms_by_layer(tensors, [0, 0], num_layers=1)
+    assert math.isfinite(sq[0].item())
+    assert sq[0].sqrt().item() == pytest.approx(8**0.5 * 1e18, rel=1e-6)
+
+
+def test_half_precision_gradients():
+    t = torch.full((1000,), 300.0, dtype=torch.float16)  # squared sum 9e7 overflows fp16
+    sq = squared_norms_by_layer([t], [0], num_layers=1)
+    assert sq[0].item() == pytest.approx(1000 * 300.0**2, rel=1e-3)
+
+
+def test_sparse_gradient_with_duplicate_indices_is_coalesced():
+    emb = nn.Embedding(10, 3, sparse=True)
+    emb(torch.tensor([1, 1, 4])).sum().backward()
+    assert emb.weight.grad.is_sparse
+    sq = squared_norms_by_layer([emb.weight.grad], [0], num_layers=1)
+    dense = emb.weight.grad.to_dense()
+    assert sq[0].sqrt().item() == pytest.approx(torch.linalg.vector_norm(dense).item())
+
+
+def test_no_tensors_gives_zeros():
+    assert squared_norms_by_layer([], [], num_layers=2).tolist() == [0.0, 0.0]
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="2 tensors but 1 layer indices"):
+        squared_norms_by_layer([torch.ones(1), torch.ones(1)], [0], num_layers=1)
