@@ -12,6 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_gradflow.core.alerting import AlertManager
+from lightning_gradflow.core.alerts import Action, Alert, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
+from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import (
     GRANULARITIES,
@@ -33,6 +39,11 @@ from lightning_gradflow.core.layers import (
 from lightning_gradflow.writers.base import Writer
 
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+ALERTS_FILE = "gradflow_alerts.jsonl"
+
+
+class GradFlowWarning(UserWarning):
+    """The category of the console warnings an alert prints (filter it like any warning)."""
 
 
 def _check_interval(name: str, value: int | None, allow_none: bool = True) -> None:
@@ -76,10 +87,23 @@ class GradFlowMonitor(Callback):
         histogram_bins: the log10 bins (default 1e-12 … 1e4, four per decade).
         sharded: sum squared norms over ranks before reporting (FSDP); ``None`` detects
             Lightning's ``FSDPStrategy``.
+        detectors: thresholds of the gradient detectors (:class:`DetectorConfig`).
+        disable: alert kinds not to detect, e.g. ``("always_clipping",)``.
+        on_alert: ``"warn"`` (console, loggers, file), ``"stop"`` (also end training on every
+            rank at the same step) or ``"raise"`` (``GradientPathologyError`` on every rank).
+        actions: per-kind overrides of ``on_alert``, e.g. ``{"nonfinite": "raise"}``.
+        check_every_n_steps: how often detectors judge the steps seen since the last check
+            (each check is one small device-to-host copy); ``None``: at every logged step.
+            Detectors always see every step; this sets how soon they speak.
 
     Raises:
-        ValueError: for an interval that is not a positive integer, an unknown granularity or a
-            bad number of bins.
+        ValueError: for an interval that is not a positive integer, an unknown granularity,
+            a bad number of bins, threshold, kind or action.
+
+    Alerts are in :attr:`alerts` (in order), counted per kind in :attr:`alert_counts`, printed
+    once on rank zero (category :class:`GradFlowWarning`), written as text to TensorBoard, as
+    ``run.alert`` plus a logged record to W&B, as a scalar ``alerts/<kind>`` (running count) to
+    every logger, and as a line of ``gradflow_alerts.jsonl`` in the run's log directory.
     """
 
     def __init__(
@@ -93,11 +117,17 @@ class GradFlowMonitor(Callback):
         linear_histogram_bins: int | None = None,
         histogram_bins: LogBins | None = None,
         sharded: bool | None = None,
+        detectors: DetectorConfig | None = None,
+        disable: Sequence[str] = (),
+        on_alert: Action = "warn",
+        actions: Mapping[str, Action] | None = None,
+        check_every_n_steps: int | None = None,
     ) -> None:
         _check_interval("log_every_n_steps", log_every_n_steps)
         _check_interval("histogram_every_n_steps", histogram_every_n_steps)
         _check_interval("plot_every_n_steps", plot_every_n_steps)
         _check_interval("linear_histogram_bins", linear_histogram_bins)
+        _check_interval("check_every_n_steps", check_every_n_steps)
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
         self.log_every_n_steps = log_every_n_steps
@@ -109,8 +139,14 @@ class GradFlowMonitor(Callback):
         self.linear_histogram_bins = linear_histogram_bins
         self.histogram_bins = histogram_bins or LogBins()
         self.sharded = sharded
+        self.check_every_n_steps = check_every_n_steps
+        self.detector_config = detectors or DetectorConfig()
+        self._detectors = GradientDetectors(self.detector_config, disable)
+        self._manager = AlertManager(on_alert, actions, self.detector_config.cooldown_steps)
+        self._alerts_path: Path | None = None
         self.layers: list[Layer] = []
         self._log_every = log_every_n_steps or 50
+        self._check_every = check_every_n_steps or self._log_every
         self._collector: GradientCollector | None = None
         self._recorder: ForwardOrderRecorder | None = None
         self._writers: list[Writer] = []
@@ -118,6 +154,16 @@ class GradFlowMonitor(Callback):
         self._flush_due = False
         self._band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._warned_no_matplotlib = False
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Every announced alert, in order (identical on every rank)."""
+        return self._manager.announced
+
+    @property
+    def alert_counts(self) -> dict[str, int]:
+        """Occurrences per kind, including those not re-announced during a cooldown."""
+        return dict(self._manager.counts)
 
     @property
     def state_key(self) -> str:
@@ -131,11 +177,15 @@ class GradFlowMonitor(Callback):
         if stage != "fit":
             return
         self._log_every = self.log_every_n_steps or trainer.log_every_n_steps or 1
+        self._check_every = self.check_every_n_steps or self._log_every
         if self.sharded is None:
             from pytorch_lightning.strategies import FSDPStrategy
 
             self.sharded = isinstance(trainer.strategy, FSDPStrategy)
         self._writers = self._find_writers(trainer)
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective: call on all ranks
+        if trainer.is_global_zero:
+            self._alerts_path = Path(log_dir) / ALERTS_FILE
         if not trainer.loggers:
             rank_zero_warn(
                 "GradFlowMonitor: the Trainer has no logger, so gradient norms, histograms and "
@@ -213,7 +263,8 @@ class GradFlowMonitor(Callback):
             snapshot=snapshot,
         )
         self._snapshot_pending = self._snapshot_pending or snapshot
-        self._flush_due = self._flush_due or logged or histogram or plot
+        checked = self._due(step, self._check_every)
+        self._flush_due = self._flush_due or logged or histogram or plot or checked
 
     @staticmethod
     def _optimizer_index(trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> int:
@@ -242,25 +293,74 @@ class GradFlowMonitor(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._collector is not None and self._collector.num_pending:
-            self._handle(trainer, self._collector.flush())
+            self._handle(trainer, self._collector.flush(), final=True)
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
 
     # --- reporting --------------------------------------------------------------------------
 
-    def _handle(self, trainer: pl.Trainer, records: list[StepRecord]) -> None:
+    def _handle(self, trainer: pl.Trainer, records: list[StepRecord], final: bool = False) -> None:
         multi = len(trainer.optimizers) > 1
+        ctx = self._context(trainer)
+        fresh: list[Alert] = []
         for record in records:
             self._update_band(record)
+            announced = self._manager.submit(self._detectors.update(record, ctx))
+            fresh += announced
             if not trainer.is_global_zero:
                 continue
+            self._announce(trainer, announced)
             if self._due(record.step, self._log_every):
                 self._log_scalars(trainer, record, multi)
             if record.log_histograms is not None:
                 self._log_histograms(record)
             if self._due(record.step, self.plot_every_n_steps):
                 self._log_picture(record)
+
+        self._act(trainer, fresh, final)
+
+    def _context(self, trainer: pl.Trainer) -> StepContext:
+        clip = trainer.gradient_clip_val
+        by_norm = trainer.gradient_clip_algorithm in (None, "norm")
+        return StepContext(
+            layer_names=[layer.name for layer in self.layers],
+            epoch=trainer.current_epoch,
+            clip_norm=float(clip) if clip and by_norm else None,
+            amp_scaler=getattr(trainer.precision_plugin, "scaler", None) is not None,
+        )
+
+    def _announce(self, trainer: pl.Trainer, alerts: list[Alert]) -> None:
+        """Rank zero: console, backends and the JSON-lines file."""
+        for alert in alerts:
+            rank_zero_warn(alert.format(), category=GradFlowWarning)
+            for writer in self._writers:
+                writer.alert(alert)
+            if self._alerts_path is not None:
+                self._alerts_path.parent.mkdir(parents=True, exist_ok=True)
+                line = {**alert.to_dict(), "count": self._manager.counts[alert.kind]}
+                with self._alerts_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+
+    def _act(self, trainer: pl.Trainer, fresh: list[Alert], final: bool) -> None:
+        """Stop or raise on every rank together; the decision is reduced across ranks."""
+        if not self._manager.may_interrupt:
+            return
+        action = self._manager.action(fresh)
+        strategy = trainer.strategy
+        must_raise = strategy.reduce_boolean_decision(action == "raise", all=False)
+        must_stop = strategy.reduce_boolean_decision(action == "stop", all=False)
+        if must_raise:
+            raise GradientPathologyError(
+                [a for a in fresh if self._manager.action_of(a) == "raise"] or fresh
+            )
+        if must_stop and not final:
+            trainer.should_stop = True
+            rank_zero_warn(
+                f"GradFlowMonitor: stopping training at step {trainer.global_step} "
+                f"({', '.join(sorted({a.kind for a in fresh})) or 'alert on another rank'}).",
+                category=GradFlowWarning,
+            )
 
     def _update_band(self, record: StepRecord) -> None:
         norms = np.where(np.isfinite(record.layer_norms), record.layer_norms, np.nan)
@@ -279,6 +379,8 @@ class GradFlowMonitor(Callback):
             f"grad_norm/total{suffix}": record.total_norm,
             f"grad_nonfinite/layers{suffix}": float(len(record.nonfinite_layers)),
         }
+        for kind, count in self._manager.counts.items():
+            metrics[f"alerts/{kind}"] = float(count)
         for i, layer in enumerate(self.layers):
             if not record.has_grad[i]:
                 continue
@@ -334,3 +436,12 @@ class GradFlowMonitor(Callback):
         self._band = None
         for writer in self._writers:
             writer.image(record.step, "grad_flow", image)
+
+    # --- checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"detectors": self._detectors.state_dict(), "alerts": self._manager.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._detectors.load_state_dict(state_dict["detectors"])
+        self._manager.load_state_dict(state_dict["alerts"])

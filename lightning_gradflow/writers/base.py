@@ -12,12 +12,14 @@ from typing import Protocol
 
 import numpy as np
 
+from lightning_gradflow.core.alerts import Alert
+
 Histogram = tuple[np.ndarray, np.ndarray]
 """``(counts, edges)`` with ``len(edges) == len(counts) + 1``, as returned by ``np.histogram``."""
 
 
 class Writer(Protocol):
-    """A backend that can show histograms, images and alert text."""
+    """A backend that can show histograms, images and alerts."""
 
     def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
         """Write one histogram per tag at ``step``."""
@@ -25,5 +27,5 @@ class Writer(Protocol):
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         """Write an ``(height, width, 3)`` uint8 image at ``step``."""
 
-    def text(self, step: int, tag: str, text: str) -> None:
-        """Write a piece of markdown text at ``step``."""
+    def alert(self, alert: Alert) -> None:
+        """Show an alert (as text, or the backend's own alert mechanism)."""

@@ -1,4 +1,4 @@
-"""TensorBoard writer: raw histograms from on-device counts, images and text.
+"""TensorBoard writer: raw histograms from on-device counts, images and alerts as text.
 
 Example:
     >>> from torch.utils.tensorboard import SummaryWriter  # doctest: +SKIP
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.writers.base import Histogram
 
 
@@ -49,5 +50,9 @@ class TensorBoardWriter:
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         self.summary_writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
-    def text(self, step: int, tag: str, text: str) -> None:
-        self.summary_writer.add_text(tag, text, global_step=step)
+    def alert(self, alert: Alert) -> None:
+        text = (
+            f"**{alert.severity}** at step {alert.step}: {alert.message}\n\n"
+            f"*threshold* {alert.threshold:g}, *value* {alert.value:.4g}\n\n*fix:* {alert.hint}"
+        )
+        self.summary_writer.add_text(f"alerts/{alert.kind}", text, global_step=alert.step)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.writers.base import Histogram
 
 STEP_KEY = "trainer/global_step"
@@ -40,5 +41,16 @@ class WandbWriter:
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         self.run.log({tag: self._wandb.Image(image), STEP_KEY: step})
 
-    def text(self, step: int, tag: str, text: str) -> None:
-        self.run.log({tag: self._wandb.Html(f"<pre>{text}</pre>"), STEP_KEY: step})
+    def alert(self, alert: Alert) -> None:
+        level = (
+            self._wandb.AlertLevel.ERROR
+            if alert.severity == "critical"
+            else (self._wandb.AlertLevel.WARN)
+        )
+        self.run.alert(
+            title=f"gradflow: {alert.kind} at step {alert.step}",
+            text=f"{alert.message}\nThreshold {alert.threshold:g}. Fix: {alert.hint}",
+            level=level,
+            wait_duration=0,
+        )
+        self.run.log({f"alerts/{alert.kind}_record": alert.to_dict(), STEP_KEY: alert.step})

@@ -1,0 +1,104 @@
+"""What every gradient detector sees and implements.
+
+A detector is fed one :class:`~lightning_gradflow.core.collector.StepRecord` per optimizer step,
+in order (the statistics the collector already computed: no second pass over the gradients, no
+extra host sync), and returns the alerts it sees at that step. Its windows and counters are
+plain Python values exposed through ``state_dict``/``load_state_dict`` for checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from lightning_gradflow.core.alerts import Alert
+from lightning_gradflow.core.collector import StepRecord
+from lightning_gradflow.core.detectors.config import DetectorConfig
+
+MAX_NAMES_IN_MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What detectors need to know beyond the record.
+
+    Attributes:
+        layer_names: layer names in depth order.
+        epoch: the current epoch, if known.
+        clip_norm: the gradient-norm clipping value in force, if any.
+        amp_scaler: a float16 GradScaler is active (it skips steps with NaN/Inf gradients).
+    """
+
+    layer_names: Sequence[str]
+    epoch: int | None = None
+    clip_norm: float | None = None
+    amp_scaler: bool = False
+
+
+class Detector(Protocol):
+    """A stateful detector of one alert kind."""
+
+    kind: str
+
+    def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
+        """Alerts seen at this step (empty if none)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Windows and counters, JSON-serialisable."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class History:
+    """A bounded window of recent finite values with a median.
+
+    Example:
+        >>> h = History(3)
+        >>> for v in (1.0, 2.0, float("nan"), 10.0, 3.0):
+        ...     h.append(v)
+        >>> h.values(), h.median()
+        ([2.0, 10.0, 3.0], 3.0)
+    """
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def append(self, value: float) -> None:
+        if np.isfinite(value):
+            self._values.append(float(value))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def values(self) -> list[float]:
+        return list(self._values)
+
+    def median(self) -> float:
+        return float(np.median(self._values)) if self._values else float("nan")
+
+    def load(self, values: Iterable[float]) -> None:
+        self._values.clear()
+        self._values.extend(values)
+
+
+def name_list(names: Sequence[str]) -> str:
+    """``a, b, c`` or ``a, b, c, d, e (+7 more)``."""
+    shown = ", ".join(names[:MAX_NAMES_IN_MESSAGE])
+    extra = len(names) - MAX_NAMES_IN_MESSAGE
+    return f"{shown} (+{extra} more)" if extra > 0 else shown
+
+
+def usable_norms(record: StepRecord) -> np.ndarray:
+    """Layer norms with NaN where a layer has no usable (finite, positive) gradient norm."""
+    norms = record.layer_norms
+    ok = record.has_grad & np.isfinite(norms) & (norms > 0)
+    return np.where(ok, norms, np.nan)
+
+
+def make_config(config: DetectorConfig | None) -> DetectorConfig:
+    return config if config is not None else DetectorConfig()

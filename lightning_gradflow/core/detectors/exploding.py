@@ -1,0 +1,154 @@
+"""``exploding``: three different stories, told apart because their fixes differ.
+
+* **spike**: the global norm jumps above ``spike_factor`` times its median over the last
+  ``window`` steps (after ``min_history`` steps): a learning-rate, data or clipping question.
+* **depth**: the input-side layer's norm is above ``exploding_depth_ratio`` times the
+  output-side layer's, in the observed and in the fitted line (γ > 1), for ``patience`` steps:
+  an architecture or initialisation question (e.g. a recurrent matrix with spectral radius > 1).
+* **growth**: log10 of the global norm rises by ``growth_decades`` or more, steadily (R² >= 0.8),
+  over the last ``window`` steps: the run is diverging exponentially.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.collector import StepRecord
+from lightning_gradflow.core.detectors.base import History, StepContext, usable_norms
+from lightning_gradflow.core.detectors.config import DetectorConfig
+from lightning_gradflow.core.flow import fit_depth_profile
+
+HINTS = {
+    "spike": (
+        "A sudden spike is a learning-rate, data or clipping question: lower the LR or add "
+        "warm-up, look for a bad batch, or clip the gradient norm (1.0 is standard)."
+    ),
+    "depth": (
+        "Growth with depth is an architecture/initialisation question: rescale the init "
+        "(recurrent matrix spectral radius <= 1), use gated cells (LSTM/GRU), normalisation or "
+        "residual connections; clipping only caps the damage."
+    ),
+    "growth": (
+        "The norm grows exponentially over steps: the run is diverging; lower the learning "
+        "rate and clip the gradient norm before the loss turns NaN."
+    ),
+}
+_MIN_R2 = 0.8
+
+
+class ExplodingDetector:
+    """Detects spikes, growth with depth and growth over steps (see module docstring)."""
+
+    kind = AlertKind.EXPLODING.value
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self._totals = History(config.window)
+        self._seen = 0
+        self._depth_streak = 0
+
+    def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
+        alerts = [a for a in (self._spike(record, ctx), self._depth(record, ctx)) if a]
+        self._totals.append(record.total_norm)
+        self._seen += 1
+        growth = self._growth(record, ctx)
+        return [*alerts, growth] if growth else alerts
+
+    def _alert(self, record, ctx, variant, severity, layers, value, threshold, message, extra):
+        return Alert(
+            kind=self.kind,
+            severity=severity,
+            step=record.step,
+            epoch=ctx.epoch,
+            layers=tuple(layers),
+            value=float(value),
+            threshold=float(threshold),
+            message=message,
+            hint=HINTS[variant],
+            details={"variant": variant, **extra},
+        )
+
+    def _spike(self, record: StepRecord, ctx: StepContext) -> Alert | None:
+        cfg = self.config
+        total = record.total_norm
+        if self._seen < cfg.min_history or len(self._totals) < 3 or not np.isfinite(total):
+            return None
+        median = self._totals.median()
+        if not (median > 0 and total > cfg.spike_factor * median):
+            return None
+        ratio = total / median
+        norms = usable_norms(record)
+        top = [ctx.layer_names[i] for i in np.argsort(-np.nan_to_num(norms, nan=-1.0))[:3]]
+        return self._alert(
+            record, ctx, "spike", "critical" if ratio > cfg.spike_factor**2 else "warning",
+            top, ratio, cfg.spike_factor,
+            f"spike: global gradient norm {total:.3g} is {ratio:.0f}x its median {median:.3g} "
+            f"over the last {len(self._totals)} steps (largest in {', '.join(top)})",
+            {"total_norm": total, "median": median},
+        )  # fmt: skip
+
+    def _depth(self, record: StepRecord, ctx: StepContext) -> Alert | None:
+        cfg = self.config
+        norms = usable_norms(record)
+        fit = fit_depth_profile(norms)
+        if fit is None:
+            self._depth_streak = 0
+            return None
+        idx = np.flatnonzero(np.isfinite(norms))
+        fitted = 10.0 ** (-fit.slope * float(idx[-1] - idx[0]))
+        hit = (
+            fit.first_last_ratio > cfg.exploding_depth_ratio and fitted > cfg.exploding_depth_ratio
+        )
+        self._depth_streak = self._depth_streak + 1 if hit else 0
+        if self._depth_streak < cfg.patience:
+            return None
+        with np.errstate(invalid="ignore"):
+            big = norms > float(np.nanmin(norms)) * cfg.exploding_depth_ratio
+        layers = [ctx.layer_names[i] for i in np.flatnonzero(big)] or [ctx.layer_names[idx[0]]]
+        first, last = ctx.layer_names[idx[0]], ctx.layer_names[idx[-1]]
+        ratio = fit.first_last_ratio
+        return self._alert(
+            record, ctx, "depth",
+            "critical" if ratio > cfg.exploding_depth_ratio**2 else "warning",
+            layers, ratio, cfg.exploding_depth_ratio,
+            f"growth with depth: gradient norm grows from {norms[idx[-1]]:.2g} at {last} to "
+            f"{norms[idx[0]]:.2g} at {first} (ratio {ratio:.1e} > {cfg.exploding_depth_ratio:g}; "
+            f"γ = {fit.gamma:.3g} per layer) for {cfg.patience}+ steps",
+            {"gamma": fit.gamma, "first_last_ratio": ratio, "fitted_ratio": fitted},
+        )  # fmt: skip
+
+    def _growth(self, record: StepRecord, ctx: StepContext) -> Alert | None:
+        cfg = self.config
+        values = self._totals.values()
+        if self._seen < max(cfg.min_history, cfg.window) or len(values) < cfg.window:
+            return None
+        logs = np.log10(np.maximum(values, 1e-45))
+        steps = np.arange(len(logs), dtype=np.float64)
+        slope, intercept = np.polyfit(steps, logs, 1)
+        residual = logs - (slope * steps + intercept)
+        spread = float(np.sum((logs - logs.mean()) ** 2))
+        r2 = 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 0.0
+        rise = float(slope) * (len(logs) - 1)
+        if rise < cfg.growth_decades or r2 < _MIN_R2:
+            return None
+        return self._alert(
+            record, ctx, "growth", "critical", [], rise, cfg.growth_decades,
+            f"steady growth: global gradient norm rose {rise:.1f} decades over the last "
+            f"{len(logs)} steps (to {values[-1]:.3g}, R² = {r2:.2f})",
+            {"decades": rise, "r2": r2, "total_norm": values[-1]},
+        )  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "totals": self._totals.values(),
+            "seen": self._seen,
+            "depth_streak": self._depth_streak,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._totals.load(state["totals"])
+        self._seen = int(state["seen"])
+        self._depth_streak = int(state["depth_streak"])

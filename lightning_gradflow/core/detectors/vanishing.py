@@ -1,0 +1,106 @@
+"""``vanishing``: gradients shrink by orders of magnitude on their way back to the input.
+
+Two conditions, each of which must hold for ``patience`` consecutive steps:
+
+* **depth**: the input-side layer's norm is below ``vanishing_depth_ratio`` times the output-side
+  layer's, and so is the ratio of the straight line fitted to log10 norm over depth (so one odd
+  layer, e.g. an input layer fed by small-scale features, does not trigger it alone);
+* **floor**: a layer's norm is below ``vanishing_floor`` (1e-5, "effectively dead") *and* below
+  ``vanishing_depth_ratio`` times the largest layer norm of the step: a model whose gradients
+  are all small because its loss is small is not vanishing.
+
+Layers with an exactly zero or missing gradient are not judged (they are disconnected, not
+vanishing). The alert reports γ, the per-layer factor of the fitted line (< 1 here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.collector import StepRecord
+from lightning_gradflow.core.detectors.base import StepContext, name_list, usable_norms
+from lightning_gradflow.core.detectors.config import DetectorConfig
+from lightning_gradflow.core.flow import fit_depth_profile
+
+HINT = (
+    "Use ReLU/GELU with He init instead of sigmoid/tanh, add normalisation or residual "
+    "connections (each sigmoid layer passes at most 0.25 of the gradient back)."
+)
+
+
+class VanishingDetector:
+    """Detects gradient norms collapsing towards the input (see module docstring)."""
+
+    kind = AlertKind.VANISHING.value
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self._depth_streak = 0
+        self._floor_streak = 0
+
+    def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
+        cfg = self.config
+        norms = usable_norms(record)
+        idx = np.flatnonzero(np.isfinite(norms))
+        fit = fit_depth_profile(norms)
+        if fit is None:
+            self._depth_streak = self._floor_streak = 0
+            return []
+        observed = fit.first_last_ratio
+        fitted = 10.0 ** (-fit.slope * float(idx[-1] - idx[0]))
+        depth_hit = observed < cfg.vanishing_depth_ratio and fitted < cfg.vanishing_depth_ratio
+        largest = float(np.nanmax(norms))
+        with np.errstate(invalid="ignore"):
+            low = (norms < cfg.vanishing_floor) & (norms < largest * cfg.vanishing_depth_ratio)
+        self._depth_streak = self._depth_streak + 1 if depth_hit else 0
+        self._floor_streak = self._floor_streak + 1 if low.any() else 0
+        depth_on = self._depth_streak >= cfg.patience
+        floor_on = self._floor_streak >= cfg.patience
+        if not (depth_on or floor_on):
+            return []
+        with np.errstate(invalid="ignore"):
+            below = norms < largest * cfg.vanishing_depth_ratio
+        names = [ctx.layer_names[i] for i in np.flatnonzero(below | low)]
+        if not names:
+            names = [ctx.layer_names[idx[0]]]
+        first, last = ctx.layer_names[idx[0]], ctx.layer_names[idx[-1]]
+        parts = []
+        if depth_on:
+            parts.append(
+                f"gradient norm falls from {norms[idx[-1]]:.2g} at {last} to {norms[idx[0]]:.2g} "
+                f"at {first} (ratio {observed:.1e} < {cfg.vanishing_depth_ratio:g}; "
+                f"γ = {fit.gamma:.3g} per layer over {fit.num_layers} layers)"
+            )
+        if floor_on:
+            dead = [ctx.layer_names[i] for i in np.flatnonzero(low)]
+            parts.append(f"{len(dead)} layer(s) below {cfg.vanishing_floor:g}: {name_list(dead)}")
+        severity = "critical" if observed < cfg.vanishing_depth_ratio**2 else "warning"
+        return [
+            Alert(
+                kind=self.kind,
+                severity=severity,
+                step=record.step,
+                epoch=ctx.epoch,
+                layers=tuple(names),
+                value=observed if depth_on else float(np.nanmin(norms)),
+                threshold=cfg.vanishing_depth_ratio if depth_on else cfg.vanishing_floor,
+                message="; ".join(parts) + f" for {cfg.patience}+ steps",
+                hint=HINT,
+                details={
+                    "variant": "depth" if depth_on else "floor",
+                    "gamma": fit.gamma,
+                    "first_last_ratio": observed,
+                    "fitted_ratio": fitted,
+                },
+            )
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"depth_streak": self._depth_streak, "floor_streak": self._floor_streak}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._depth_streak = int(state["depth_streak"])
+        self._floor_streak = int(state["floor_streak"])

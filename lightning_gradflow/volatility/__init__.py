@@ -1,0 +1,82 @@
+"""Volatility-forecasting building blocks: data, models, a Lightning forecaster, baselines, metrics.
+
+Imports without Hydra; ``arch`` and ``pandas`` (the ``recipes`` extra) are needed only to load the
+S&P 500 / NASDAQ data and to fit GARCH.
+
+Example:
+    >>> from lightning_gradflow.volatility import VolatilityDataModule, build_model
+    >>> dm = VolatilityDataModule("garch_sim")
+    >>> model = build_model("transformer", input_dim=dm.num_features, window=dm.window)
+"""
+
+from lightning_gradflow.volatility.baselines import (
+    BASELINES,
+    Forecast,
+    baseline_forecasts,
+    evaluate_baselines,
+    evaluate_forecasts,
+    ewma,
+    format_table,
+    garch,
+    har,
+    log_har,
+)
+from lightning_gradflow.volatility.data import FEATURES, ScalerStats, VolatilityDataModule
+from lightning_gradflow.volatility.forecaster import VolatilityForecaster
+from lightning_gradflow.volatility.metrics import (
+    evaluate_forecast,
+    mincer_zarnowitz_r2,
+    mse_log,
+    qlike,
+)
+from lightning_gradflow.volatility.models import (
+    LSTM,
+    MLP,
+    MODELS,
+    ResidualMLP,
+    Transformer,
+    VanillaRNN,
+    build_model,
+)
+from lightning_gradflow.volatility.sources import (
+    OHLC,
+    SOURCES,
+    DailySeries,
+    daily_series,
+    load_ohlc,
+    simulate_garch_ohlc,
+)
+
+__all__ = [
+    "BASELINES",
+    "FEATURES",
+    "LSTM",
+    "MLP",
+    "MODELS",
+    "OHLC",
+    "SOURCES",
+    "DailySeries",
+    "Forecast",
+    "ResidualMLP",
+    "ScalerStats",
+    "Transformer",
+    "VanillaRNN",
+    "VolatilityDataModule",
+    "VolatilityForecaster",
+    "baseline_forecasts",
+    "build_model",
+    "daily_series",
+    "evaluate_baselines",
+    "evaluate_forecast",
+    "evaluate_forecasts",
+    "ewma",
+    "format_table",
+    "garch",
+    "har",
+    "load_ohlc",
+    "log_har",
+    "mincer_zarnowitz_r2",
+    "mse_log",
+    "qlike",
+    "simulate_garch_ohlc",
+]

@@ -1,0 +1,177 @@
+"""Lightning wrapper that trains any forecasting network and scores it like the baselines.
+
+Example:
+    >>> from lightning_gradflow.volatility.models import LSTM
+    >>> forecaster = VolatilityForecaster(LSTM(3, hidden=8), optimizer="adamw", lr=3e-3)
+    >>> forecaster.hparams.optimizer
+    'adamw'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_gradflow.volatility.baselines import har
+from lightning_gradflow.volatility.data import VolatilityDataModule
+from lightning_gradflow.volatility.metrics import evaluate_forecast, qlike
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine")
+LOSSES = ("mse", "qlike")
+
+
+def qlike_loss(log_target: torch.Tensor, log_forecast: torch.Tensor) -> torch.Tensor:
+    """Mean QLIKE written in logs: ``exp(d) - d - 1`` with ``d = log_target - log_forecast``.
+
+    Example:
+        >>> round(qlike_loss(torch.tensor([0.0]), torch.tensor([0.0])).item(), 6)
+        0.0
+    """
+    d = log_target - log_forecast
+    return (torch.exp(d) - d - 1).mean()
+
+
+class VolatilityForecaster(pl.LightningModule):
+    """Train ``model`` on log-variance targets; at test time score variance forecasts.
+
+    The batch target is the (optionally z-scored) log Parkinson target of a
+    :class:`VolatilityDataModule`; ``setup`` reads its ``target_affine`` to map outputs back to
+    logs. At test start ``residual_var`` (``s^2``, variance of the training residuals in logs) is
+    measured on the chronological train loader; the variance forecast is ``exp(yhat + s^2 / 2)``.
+    Test metrics (``test/qlike``, ``test/mse_log``, ``test/mz_r2``, ``test/qlike_ratio_har``
+    against HAR fit on train + validation) are logged and kept in ``test_metrics``; the forecasts
+    in ``test_predictions``. Testing assumes a single device (predictions are not gathered).
+
+    Args:
+        model: maps ``(batch, window, features)`` to ``(batch,)``.
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
+        lr: learning rate.
+        weight_decay: weight decay.
+        scheduler: ``none`` or ``cosine`` (per step, over ``trainer.estimated_stepping_batches``).
+        loss: ``mse`` on the batch target or ``qlike`` on the variance scale.
+
+    Raises:
+        ValueError: for an unknown optimizer, scheduler or loss, or a non-positive lr.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: str = "none",
+        loss: str = "mse",
+    ) -> None:
+        super().__init__()
+        for name, value, allowed in (
+            ("optimizer", optimizer, OPTIMIZERS),
+            ("scheduler", scheduler, SCHEDULERS),
+            ("loss", loss, LOSSES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(
+                f"lr={lr}, weight_decay={weight_decay}: need lr > 0, weight_decay >= 0"
+            )
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.register_buffer("target_loc", torch.tensor(0.0))
+        self.register_buffer("target_scale", torch.tensor(1.0))
+        self.register_buffer("residual_var", torch.tensor(float("nan")))
+        self.test_metrics: dict[str, float] = {}
+        self.test_predictions: dict[str, np.ndarray] = {}
+        self._test_outputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def to_log(self, output: torch.Tensor) -> torch.Tensor:
+        """Map model outputs (batch-target scale) to log-variance forecasts."""
+        return self.target_loc + self.target_scale * output
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if isinstance(datamodule, VolatilityDataModule):  # set up by the Trainer just before
+            loc, scale = datamodule.target_affine
+            self.target_loc.fill_(loc)
+            self.target_scale.fill_(scale)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        output = self(x)
+        if self.hparams.loss == "qlike":
+            return qlike_loss(self.to_log(y), self.to_log(output))
+        return nn.functional.mse_loss(output, y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), on_epoch=True, prog_bar=True)
+
+    def _datamodule(self) -> VolatilityDataModule:
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, VolatilityDataModule):
+            raise RuntimeError("testing needs trainer.test(model, datamodule=VolatilityDataModule)")
+        return datamodule
+
+    def on_test_start(self) -> None:
+        residuals = []
+        with torch.no_grad():
+            for x, y in self._datamodule().dataloader("train"):
+                output = self(x.to(self.device))
+                residuals.append(self.to_log(y.to(self.device)) - self.to_log(output))
+        self.residual_var.fill_(torch.cat(residuals).double().var(correction=0).item())
+        self._test_outputs = []
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._test_outputs.append(self.to_log(self(batch[0])).detach().double().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        datamodule = self._datamodule()
+        dates, log_target = datamodule.split_targets("test")
+        log_forecast = torch.cat(self._test_outputs).numpy()
+        if len(log_forecast) != len(log_target):
+            raise RuntimeError(
+                f"the test loop saw {len(log_forecast)} of {len(log_target)} test samples; "
+                "run the whole test split (no limit_test_batches) to score it"
+            )
+        variance = np.exp(log_forecast + self.residual_var.item() / 2)
+        realised = np.exp(log_target)
+        fit = np.concatenate([datamodule.split_indices["train"], datamodule.split_indices["val"]])
+        origins = datamodule.split_indices["test"]
+        har_fc = har(datamodule.proxy, np.sort(fit), origins, datamodule.horizon)
+        metrics = evaluate_forecast(realised, variance, log_forecast)
+        metrics["qlike_ratio_har"] = metrics["qlike"] / qlike(realised, har_fc.variance)
+        self.test_metrics = metrics
+        self.test_predictions = {
+            "date": dates,
+            "log_target": log_target,
+            "log_forecast": log_forecast,
+            "variance_forecast": variance,
+        }
+        for name, value in metrics.items():
+            self.log(f"test/{name}", value)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.model.parameters()
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        else:
+            cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+            opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return opt
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
