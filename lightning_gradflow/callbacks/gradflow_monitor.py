@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,15 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_gradflow.core.alerting import AlertManager
-from lightning_gradflow.core.alerts import Action, Alert, GradientPathologyError
+from lightning_gradflow.core.alerts import ALERT_KINDS, Action, Alert, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
-from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
+from lightning_gradflow.core.detectors import (
+    GRADIENT_KINDS,
+    DetectorConfig,
+    GradientDetectors,
+    StepContext,
+)
+from lightning_gradflow.core.flow import fit_depth_profile
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import (
     GRANULARITIES,
@@ -35,6 +42,13 @@ from lightning_gradflow.core.layers import (
     Granularity,
     Layer,
     group_parameters,
+)
+from lightning_gradflow.core.probes import (
+    PROBE_ALERT_KINDS,
+    ActivationProbes,
+    ProbeConfig,
+    ProbeDetectors,
+    ProbeStats,
 )
 from lightning_gradflow.writers.base import Writer
 
@@ -95,6 +109,10 @@ class GradFlowMonitor(Callback):
         check_every_n_steps: how often detectors judge the steps seen since the last check
             (each check is one small device-to-host copy); ``None``: at every logged step.
             Detectors always see every step; this sets how soon they speak.
+        probe_every_n_steps: activation-probe interval (dead ReLUs, saturation, attention and
+            rank collapse; see :mod:`lightning_gradflow.core.probes`); ``None`` turns probes
+            off. Forward hooks exist only during the first forward pass of a probe step.
+        probes: thresholds of the activation probes (:class:`ProbeConfig`).
 
     Raises:
         ValueError: for an interval that is not a positive integer, an unknown granularity,
@@ -122,12 +140,18 @@ class GradFlowMonitor(Callback):
         on_alert: Action = "warn",
         actions: Mapping[str, Action] | None = None,
         check_every_n_steps: int | None = None,
+        probe_every_n_steps: int | None = 100,
+        probes: ProbeConfig | None = None,
     ) -> None:
         _check_interval("log_every_n_steps", log_every_n_steps)
         _check_interval("histogram_every_n_steps", histogram_every_n_steps)
         _check_interval("plot_every_n_steps", plot_every_n_steps)
         _check_interval("linear_histogram_bins", linear_histogram_bins)
         _check_interval("check_every_n_steps", check_every_n_steps)
+        _check_interval("probe_every_n_steps", probe_every_n_steps)
+        unknown = sorted(set(disable) - set(ALERT_KINDS))
+        if unknown:
+            raise ValueError(f"disable={unknown} holds unknown alert kinds; allowed: {ALERT_KINDS}")
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
         self.log_every_n_steps = log_every_n_steps
@@ -141,7 +165,17 @@ class GradFlowMonitor(Callback):
         self.sharded = sharded
         self.check_every_n_steps = check_every_n_steps
         self.detector_config = detectors or DetectorConfig()
-        self._detectors = GradientDetectors(self.detector_config, disable)
+        self._detectors = GradientDetectors(
+            self.detector_config, [k for k in disable if k in GRADIENT_KINDS]
+        )
+        self.probe_every_n_steps = probe_every_n_steps
+        self.probe_config = probes or ProbeConfig()
+        self._probe_detectors = ProbeDetectors(
+            self.probe_config, [k for k in disable if k in PROBE_ALERT_KINDS]
+        )
+        self._probes: ActivationProbes | None = None
+        self._probed_step: int | None = None
+        self._probe_pending = False
         self._manager = AlertManager(on_alert, actions, self.detector_config.cooldown_steps)
         self._alerts_path: Path | None = None
         self.layers: list[Layer] = []
@@ -153,6 +187,8 @@ class GradFlowMonitor(Callback):
         self._snapshot_pending = False
         self._flush_due = False
         self._band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._log_sum: np.ndarray | None = None
+        self._log_count: np.ndarray | None = None
         self._warned_no_matplotlib = False
 
     @property
@@ -196,7 +232,26 @@ class GradFlowMonitor(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._collector = None
         self._band = None
+        self._log_sum = self._log_count = None
         self._recorder = ForwardOrderRecorder(pl_module)
+        self._probed_step = None
+        if self.probe_every_n_steps is not None:
+            self._probes = ActivationProbes(pl_module, self.probe_config)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Attach the probes for the first forward pass of a probe step."""
+        step = trainer.global_step
+        if (
+            self._probes is not None
+            and self._probes.sites
+            and self._due(step, self.probe_every_n_steps)
+            and self._probed_step != step
+        ):
+            self._probed_step = step
+            self._probes.attach(histograms=self._due(step, self.histogram_every_n_steps))
+            self._probe_pending = True
 
     def _ensure_collector(self, pl_module: pl.LightningModule) -> GradientCollector:
         if self._collector is None:
@@ -243,6 +298,8 @@ class GradFlowMonitor(Callback):
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
+        if self._probes is not None:
+            self._probes.detach()  # before backward: activation checkpointing re-runs forwards
         self._ensure_collector(pl_module).add_loss(loss)
 
     def on_before_optimizer_step(
@@ -282,14 +339,15 @@ class GradFlowMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        probe_alerts = self._handle_probes(trainer) if self._probe_pending else []
         if self._collector is None:
             return
         if self._snapshot_pending:
             self._collector.after_optimizer_step()
             self._snapshot_pending = False
-        if self._flush_due:
+        if self._flush_due or probe_alerts:
             self._flush_due = False
-            self._handle(trainer, self._collector.flush())
+            self._handle(trainer, self._collector.flush(), probe_alerts=probe_alerts)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._collector is not None and self._collector.num_pending:
@@ -297,13 +355,42 @@ class GradFlowMonitor(Callback):
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
+        if self._probes is not None:
+            self._probes.detach()
 
     # --- reporting --------------------------------------------------------------------------
 
-    def _handle(self, trainer: pl.Trainer, records: list[StepRecord], final: bool = False) -> None:
+    def _handle_probes(self, trainer: pl.Trainer) -> list[Alert]:
+        """Collect the probe step's statistics (one copy; summed over ranks), log, detect."""
+        self._probe_pending = False
+        self._probes.detach()
+        stats: ProbeStats = self._probes.collect(all_ranks=trainer.world_size > 1)
+        step = self._probed_step
+        alerts = self._probe_detectors.update(step, trainer.current_epoch, stats)
+        announced = self._manager.submit(
+            [replace(a, layers=tuple(_clean_name(n) for n in a.layers)) for a in alerts]
+        )
+        if trainer.is_global_zero:
+            self._announce(trainer, announced)
+            scalars = {_clean_name(k): v for k, v in stats.scalars().items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=step)
+            if stats.histograms:
+                hists = {_clean_name(k): v for k, v in stats.histograms.items()}
+                for writer in self._writers:
+                    writer.histograms(step, hists)
+        return announced
+
+    def _handle(
+        self,
+        trainer: pl.Trainer,
+        records: list[StepRecord],
+        final: bool = False,
+        probe_alerts: Sequence[Alert] = (),
+    ) -> None:
         multi = len(trainer.optimizers) > 1
         ctx = self._context(trainer)
-        fresh: list[Alert] = []
+        fresh: list[Alert] = list(probe_alerts)
         for record in records:
             self._update_band(record)
             announced = self._manager.submit(self._detectors.update(record, ctx))
@@ -364,6 +451,12 @@ class GradFlowMonitor(Callback):
 
     def _update_band(self, record: StepRecord) -> None:
         norms = np.where(np.isfinite(record.layer_norms), record.layer_norms, np.nan)
+        usable = np.isfinite(norms) & (norms > 0)
+        if self._log_sum is None:
+            self._log_sum = np.zeros(len(norms))
+            self._log_count = np.zeros(len(norms))
+        self._log_sum[usable] += np.log10(norms[usable])
+        self._log_count[usable] += 1
         nonfinite = np.zeros(len(norms), dtype=bool)
         nonfinite[record.nonfinite_layers] = True
         if self._band is None:
@@ -437,11 +530,43 @@ class GradFlowMonitor(Callback):
         for writer in self._writers:
             writer.image(record.step, "grad_flow", image)
 
+    def gradient_summary(self) -> dict[str, Any]:
+        """The run's gradient flow in a few numbers, from the geometric mean norm of each layer.
+
+        Returns:
+            ``layers`` (names in depth order), ``mean_log10_norm`` (per layer, ``None`` where a
+            layer never had a usable gradient), ``first_last_ratio`` and ``gamma`` of the depth
+            fit (``None`` with fewer than two usable layers), ``alert_counts``.
+
+        Example:
+            >>> GradFlowMonitor().gradient_summary()["first_last_ratio"] is None
+            True
+        """
+        names = [layer.name for layer in self.layers]
+        if self._log_sum is None:
+            means = np.full(len(names), np.nan)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = self._log_sum / self._log_count
+        fit = fit_depth_profile(10.0**means)
+        return {
+            "layers": names,
+            "mean_log10_norm": [None if not np.isfinite(m) else float(m) for m in means],
+            "first_last_ratio": None if fit is None else fit.first_last_ratio,
+            "gamma": None if fit is None else fit.gamma,
+            "alert_counts": self.alert_counts,
+        }
+
     # --- checkpointing ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"detectors": self._detectors.state_dict(), "alerts": self._manager.state_dict()}
+        return {
+            "detectors": self._detectors.state_dict(),
+            "probe_detectors": self._probe_detectors.state_dict(),
+            "alerts": self._manager.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._detectors.load_state_dict(state_dict["detectors"])
+        self._probe_detectors.load_state_dict(state_dict["probe_detectors"])
         self._manager.load_state_dict(state_dict["alerts"])

@@ -57,8 +57,20 @@ def test_ddp_logs_the_same_norms_as_one_process(runs):
 
 def test_ddp_histograms_logged_once_per_step(runs):
     single, ddp = runs
-    for tag in single.Tags()["histograms"]:
+    tags = [t for t in single.Tags()["histograms"] if t.startswith("grad_hist/")]
+    assert len(tags) == 4
+    for tag in tags:
         hists = ddp.Histograms(tag)
         assert [h.step for h in hists] == [0, 2, 4]
         for h_single, h_ddp in zip(single.Histograms(tag), hists, strict=True):
             assert sum(h_ddp.histogram_value.bucket) == sum(h_single.histogram_value.bucket)
+
+
+def test_ddp_activation_probes_cover_the_global_batch(runs):
+    single, ddp = runs
+    tags = [t for t in single.Tags()["scalars"] if t.startswith("probe/")]
+    assert "probe/saturation/net.1" in tags
+    for tag in tags:
+        a, b = single.Scalars(tag), ddp.Scalars(tag)
+        assert [e.step for e in a] == [e.step for e in b] == [0]
+        assert b[0].value == pytest.approx(a[0].value, abs=1e-6), tag

@@ -20,9 +20,9 @@ class StepCounter(GradFlowMonitor):
         super().__init__(**kwargs)
         self.records = []
 
-    def _handle(self, trainer, records):
+    def _handle(self, trainer, records, **kwargs):
         self.records.extend(records)
-        super()._handle(trainer, records)
+        super()._handle(trainer, records, **kwargs)
 
 
 def _csv_rows(logger: CSVLogger) -> list[dict]:

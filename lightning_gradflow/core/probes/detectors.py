@@ -1,0 +1,284 @@
+"""Detectors of activation pathologies, fed one :class:`ProbeStats` per probe step.
+
+Every condition must hold on ``patience`` consecutive probe steps (3 by default) before it is
+reported, and is reported again on each probe step while it holds (the alert manager's
+cooldown decides what is announced). Per kind:
+
+* ``dead_relu``: a ReLU layer seen on at least ``dead_relu_min_rows`` rows has more than
+  ``dead_relu_threshold`` of its units dead; critical when ≥ 99 % are.
+* ``saturation``: more than ``saturation_threshold`` of a sigmoid/tanh layer's activations
+  sit in the flat tails; critical at ≥ 99 %. A layer whose output *is* the model's output
+  (a sigmoid for a binary target) is left out: confident predictions are its job, and with a
+  cross-entropy loss its own derivative cancels out of the gradient.
+* ``attention_collapse``: at least ``attention_head_share`` of an attention layer's heads have
+  a mean normalised entropy below ``attention_entropy_threshold``; the message names the
+  heads; critical when every head of a layer collapsed.
+* ``rank_collapse``, variant ``collapsed``: a block's effective rank is below
+  ``rank_collapse_threshold`` (critical when within a fifth of the way from 1 to it); variant
+  ``depth``: within one stack of ≥ 3 blocks (blocks sharing a parent, e.g. ``encoder.layers``)
+  both the last/first effective rank and the ratio of a straight line fitted to log rank over
+  block index fall below ``rank_decay_ratio``. Blocks with fewer than ``rank_min_tokens``
+  tokens are not judged.
+
+Example:
+    >>> import numpy as np
+    >>> from lightning_gradflow.core.probes.probe import ProbeStats
+    >>> detectors = ProbeDetectors(ProbeConfig(patience=2))
+    >>> stats = ProbeStats(kinds={"act": "relu"}, dead_relu={"act": 0.9}, relu_rows={"act": 64})
+    >>> [len(detectors.update(step, 0, stats)) for step in range(3)]
+    [0, 1, 1]
+    >>> detectors.update(3, 0, stats)[0].message
+    'act: 90% of units dead (zero on all 64 rows) for 2+ probe steps'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.flow import fit_depth_profile
+from lightning_gradflow.core.probes.config import ProbeConfig
+from lightning_gradflow.core.probes.probe import ProbeStats
+
+PROBE_ALERT_KINDS: tuple[str, ...] = (
+    AlertKind.DEAD_RELU.value,
+    AlertKind.SATURATION.value,
+    AlertKind.ATTENTION_COLLAPSE.value,
+    AlertKind.RANK_COLLAPSE.value,
+)
+HINTS = {
+    "dead_relu": (
+        "Initialise with He (Kaiming) init and zero biases, lower the learning rate, or use "
+        "LeakyReLU/GELU so that silent units still get a gradient."
+    ),
+    "saturation": (
+        "Use Xavier/Glorot init, normalise the pre-activations (LayerNorm/BatchNorm), or use "
+        "ReLU-family activations in hidden layers."
+    ),
+    "attention_collapse": (
+        "The attention logits are too large: check the 1/sqrt(head_dim) query-key scaling, add "
+        "QK-norm, and warm up the learning rate."
+    ),
+    "rank_collapse": (
+        "Give every block a residual connection with normalisation before attention (pre-norm); "
+        "stacked attention without skips averages the tokens together."
+    ),
+}
+_FAMILIES = ("dead_relu", "saturation", "attention_collapse", "rank_collapsed", "rank_depth")
+_EXTREME_SHARE = 0.99
+_MAX_SHOWN = 5
+
+
+def _shown(parts: list[str]) -> str:
+    extra = len(parts) - _MAX_SHOWN
+    return "; ".join(parts[:_MAX_SHOWN]) + (f"; +{extra} more" if extra > 0 else "")
+
+
+class ProbeDetectors:
+    """Turns probe statistics into alerts (see the module docstring for the conditions).
+
+    Args:
+        config: thresholds (defaults: :class:`ProbeConfig`).
+        disable: alert kinds not to detect.
+
+    Raises:
+        ValueError: for an unknown kind in ``disable``.
+    """
+
+    def __init__(self, config: ProbeConfig | None = None, disable: Iterable[str] = ()) -> None:
+        disable = set(disable)
+        unknown = disable - set(PROBE_ALERT_KINDS)
+        if unknown:
+            raise ValueError(
+                f"disable={sorted(unknown)} holds unknown kinds; allowed: {PROBE_ALERT_KINDS}"
+            )
+        self.config = config or ProbeConfig()
+        self.kinds = tuple(k for k in PROBE_ALERT_KINDS if k not in disable)
+        self._streaks: dict[str, dict[str, int]] = {family: {} for family in _FAMILIES}
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
+        """Alerts seen at this probe step (empty if none).
+
+        Args:
+            step: the optimizer step of the probe.
+            epoch: the current epoch, if known.
+            stats: what :meth:`ActivationProbes.collect` returned for this probe step.
+        """
+        checks = {
+            "dead_relu": self._dead_relu,
+            "saturation": self._saturation,
+            "attention_collapse": self._attention,
+            "rank_collapse": self._rank,
+        }
+        alerts = []
+        for kind in self.kinds:
+            for alert in checks[kind](stats):
+                alerts.append(Alert(kind=kind, step=step, epoch=epoch, hint=HINTS[kind], **alert))
+        return alerts
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per condition, the number of consecutive probe steps it has held, by layer."""
+        return {"streaks": {family: dict(s) for family, s in self._streaks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for family in _FAMILIES:
+            saved = state["streaks"].get(family, {})
+            self._streaks[family] = {key: int(n) for key, n in saved.items()}
+
+    def _persisting(self, family: str, hits: Iterable[str]) -> list[str]:
+        """Advance the streaks of ``hits`` (all others reset); those that reached ``patience``."""
+        old = self._streaks[family]
+        self._streaks[family] = {key: old.get(key, 0) + 1 for key in hits}
+        return [key for key, n in self._streaks[family].items() if n >= self.config.patience]
+
+    def _dead_relu(self, stats: ProbeStats) -> list[dict[str, Any]]:
+        cfg = self.config
+        hits = [
+            name
+            for name, share in stats.dead_relu.items()
+            if stats.relu_rows[name] >= cfg.dead_relu_min_rows and share > cfg.dead_relu_threshold
+        ]
+        names = self._persisting("dead_relu", hits)
+        if not names:
+            return []
+        worst = max(stats.dead_relu[n] for n in names)
+        parts = [
+            f"{n}: {stats.dead_relu[n]:.0%} of units dead (zero on all {stats.relu_rows[n]} rows)"
+            for n in names
+        ]
+        return [
+            {
+                "severity": "critical" if worst >= _EXTREME_SHARE else "warning",
+                "layers": tuple(names),
+                "value": worst,
+                "threshold": cfg.dead_relu_threshold,
+                "message": f"{_shown(parts)} for {cfg.patience}+ probe steps",
+                "details": {"dead_share": {n: stats.dead_relu[n] for n in names}},
+            }
+        ]
+
+    def _saturation(self, stats: ProbeStats) -> list[dict[str, Any]]:
+        cfg = self.config
+        hits = [
+            name
+            for name, share in stats.saturation.items()
+            if name not in stats.output_layers and share > cfg.saturation_threshold
+        ]
+        names = self._persisting("saturation", hits)
+        if not names:
+            return []
+        worst = max(stats.saturation[n] for n in names)
+        parts = [
+            f"{n} ({stats.kinds[n]}): {stats.saturation[n]:.0%} of activations saturated"
+            for n in names
+        ]
+        return [
+            {
+                "severity": "critical" if worst >= _EXTREME_SHARE else "warning",
+                "layers": tuple(names),
+                "value": worst,
+                "threshold": cfg.saturation_threshold,
+                "message": f"{_shown(parts)} for {cfg.patience}+ probe steps",
+                "details": {"saturated_share": {n: stats.saturation[n] for n in names}},
+            }
+        ]
+
+    def _attention(self, stats: ProbeStats) -> list[dict[str, Any]]:
+        cfg = self.config
+        collapsed: dict[str, list[int]] = {}
+        for name, entropy in stats.attention_entropy.items():
+            judged = np.isfinite(entropy)
+            heads = np.flatnonzero(judged & (entropy < cfg.attention_entropy_threshold))
+            if judged.any() and heads.size >= cfg.attention_head_share * judged.sum():
+                collapsed[name] = heads.tolist()
+        names = self._persisting("attention_collapse", collapsed)
+        if not names:
+            return []
+        lowest = min(float(np.nanmin(stats.attention_entropy[n])) for n in names)
+        parts = []
+        for n in names:
+            heads, total = collapsed[n], stats.attention_entropy[n].size
+            parts.append(
+                f"{n} heads {','.join(map(str, heads))} of {total} "
+                f"(min entropy {np.nanmin(stats.attention_entropy[n]):.3f})"
+            )
+        every_head = any(
+            len(collapsed[n]) == np.isfinite(stats.attention_entropy[n]).sum() for n in names
+        )
+        return [
+            {
+                "severity": "critical" if every_head else "warning",
+                "layers": tuple(names),
+                "value": lowest,
+                "threshold": cfg.attention_entropy_threshold,
+                "message": (
+                    f"attention on one token (normalised entropy < "
+                    f"{cfg.attention_entropy_threshold:g}): {_shown(parts)} "
+                    f"for {cfg.patience}+ probe steps"
+                ),
+                "details": {"heads": {n: collapsed[n] for n in names}},
+            }
+        ]
+
+    def _rank(self, stats: ProbeStats) -> list[dict[str, Any]]:
+        cfg = self.config
+        ranks = {
+            name: rank
+            for name, rank in stats.effective_rank.items()
+            if stats.block_tokens[name] >= cfg.rank_min_tokens and np.isfinite(rank)
+        }
+        low = [n for n, r in ranks.items() if r < cfg.rank_collapse_threshold]
+        stacks: dict[str, list[str]] = {}
+        for name in ranks:
+            stacks.setdefault(name.split("#")[0].rpartition(".")[0], []).append(name)
+        decays = {}
+        for parent, names in stacks.items():
+            if len(names) < 3:
+                continue
+            profile = np.array([ranks[n] for n in names])
+            slope = fit_depth_profile(profile).slope  # log10 rank per block; ranks are >= 1
+            observed, fitted = profile[-1] / profile[0], 10.0 ** (slope * (len(names) - 1))
+            if observed < cfg.rank_decay_ratio and fitted < cfg.rank_decay_ratio:
+                decays[parent] = (names, observed, 10.0**slope)
+        collapsed = self._persisting("rank_collapsed", low)
+        decaying = [decays[parent] for parent in self._persisting("rank_depth", decays)]
+        alerts = []
+        if collapsed:
+            lowest = min(ranks[n] for n in collapsed)
+            extreme = lowest - 1.0 < (cfg.rank_collapse_threshold - 1.0) / 5
+            parts = [f"{n} {ranks[n]:.2f}" for n in collapsed]
+            alerts.append(
+                {
+                    "severity": "critical" if extreme else "warning",
+                    "layers": tuple(collapsed),
+                    "value": lowest,
+                    "threshold": cfg.rank_collapse_threshold,
+                    "message": (
+                        f"tokens collapsed to one vector (effective rank < "
+                        f"{cfg.rank_collapse_threshold:g} of {stats.block_tokens[collapsed[0]]} "
+                        f"tokens) after {_shown(parts)} for {cfg.patience}+ probe steps"
+                    ),
+                    "details": {"variant": "collapsed", "effective_rank": lowest},
+                }
+            )
+        for names, observed, factor in decaying:
+            alerts.append(
+                {
+                    "severity": "warning",
+                    "layers": tuple(names),
+                    "value": observed,
+                    "threshold": cfg.rank_decay_ratio,
+                    "message": (
+                        f"effective rank falls from {ranks[names[0]]:.2f} after {names[0]} to "
+                        f"{ranks[names[-1]]:.2f} after {names[-1]} (ratio {observed:.2f} < "
+                        f"{cfg.rank_decay_ratio:g}, x{factor:.2f} per block) "
+                        f"for {cfg.patience}+ probe steps"
+                    ),
+                    "details": {"variant": "depth", "per_block_factor": factor},
+                }
+            )
+        return alerts

@@ -1,0 +1,132 @@
+"""The probes' numbers against references: PyTorch's own attention weights, numpy's SVD."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lightning_gradflow.core.probes.activations import (
+    alive_units,
+    saturated_count,
+    unit_activity,
+)
+from lightning_gradflow.core.probes.attention import (
+    bind_arguments,
+    entropy_sums,
+    recompute_attention,
+)
+from lightning_gradflow.core.probes.rank import effective_rank
+
+B, T, S, E, H = 3, 5, 6, 8, 2
+
+
+def _inputs(batch_first: bool, kdim: int = E):
+    torch.manual_seed(0)
+    q, k = torch.randn(B, T, E), torch.randn(B, S, kdim)
+    if not batch_first:
+        q, k = q.transpose(0, 1), k.transpose(0, 1)
+    return q, k
+
+
+def _causal(bool_mask: bool):
+    mask = torch.ones(T, S, dtype=torch.bool).triu(1)
+    return mask if bool_mask else torch.zeros(T, S).masked_fill(mask, -math.inf)
+
+
+def _padding():
+    pad = torch.zeros(B, S, dtype=torch.bool)
+    pad[0, -2:] = True
+    return pad
+
+
+CASES = {
+    "plain": ({}, {}),
+    "seq_first": ({"batch_first": False}, {}),
+    "bool_mask": ({}, {"attn_mask": _causal(True)}),
+    "float_mask": ({}, {"attn_mask": _causal(False)}),
+    "per_head_mask": ({}, {"attn_mask": torch.randn(B * H, T, S)}),
+    "padding": ({}, {"key_padding_mask": _padding()}),
+    "mask_and_padding": ({}, {"attn_mask": _causal(True), "key_padding_mask": _padding()}),
+    "bias_kv_zero_attn": ({"add_bias_kv": True, "add_zero_attn": True}, {}),
+    "kdim": ({"kdim": 4, "vdim": 4}, {}),
+    "no_bias": ({"bias": False}, {"key_padding_mask": _padding()}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_recomputed_probabilities_match_multihead_attention(case):
+    module_kwargs, call_kwargs = CASES[case]
+    batch_first = module_kwargs.pop("batch_first", True)
+    torch.manual_seed(1)
+    mha = nn.MultiheadAttention(E, H, batch_first=batch_first, **module_kwargs).eval()
+    q, k = _inputs(batch_first, module_kwargs.get("kdim", E))
+    call = {"need_weights": True, "average_attn_weights": False, **call_kwargs}
+    _, expected = mha(q, k, k, **call)
+    arguments = bind_arguments(mha, (q, k, k), call)
+    probs, keys = recompute_attention(mha, arguments, max_samples=B)
+    torch.testing.assert_close(probs, expected, atol=1e-6, rtol=1e-5)
+    visible = (expected.new_ones(expected.shape) * (expected > 0)).sum(-1)
+    if case != "per_head_mask":  # random additive scores hide no key
+        assert torch.equal(keys.expand_as(visible).float(), visible)
+
+
+def test_unbatched_and_is_causal_inputs():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(E, H).eval()
+    x = torch.randn(T, E)
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    _, expected = mha(x, x, x, attn_mask=mask, average_attn_weights=False)
+    probs, keys = recompute_attention(
+        mha, {"query": x, "key": x, "is_causal": True, "attn_mask": None}, max_samples=8
+    )
+    torch.testing.assert_close(probs[0], expected, atol=1e-6, rtol=1e-5)
+    assert keys.flatten().tolist() == [1, 2, 3, 4, 5]
+
+
+def test_sample_cap():
+    mha = nn.MultiheadAttention(E, H, batch_first=True)
+    q, k = _inputs(True)
+    probs, _ = recompute_attention(mha, {"query": q, "key": k}, max_samples=2)
+    assert probs.shape == (2, H, T, S)
+
+
+def test_normalised_entropy_uses_visible_keys_and_skips_short_rows():
+    uniform3 = [1 / 3, 1 / 3, 1 / 3, 0.0]
+    probs = torch.tensor([[[[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], uniform3, [0.25] * 4]]])
+    keys = torch.tensor([1, 2, 3, 4])
+    sums, rows = entropy_sums(probs, keys, min_keys=3)
+    assert rows.tolist() == [2]  # the rows seeing 1 and 2 keys are left out
+    assert sums.item() == pytest.approx(2.0)  # uniform over 3 visible keys and over 4: both 1
+    sums, rows = entropy_sums(probs, keys, min_keys=2)
+    assert rows.tolist() == [3] and sums.item() == pytest.approx(3.0)
+
+
+def test_effective_rank_matches_numpy():
+    torch.manual_seed(0)
+    x = torch.randn(4, 12, 6) * torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1, 0.01])
+    ranks = effective_rank(x)
+    for sample, rank in zip(x.numpy().astype(np.float64), ranks.tolist(), strict=True):
+        s = np.linalg.svd(sample, compute_uv=False)
+        p = s / s.sum()
+        assert rank == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-5)
+    assert math.isnan(effective_rank(torch.zeros(1, 4, 4)).item())
+
+
+def test_dead_units_per_feature_and_per_channel():
+    x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]], [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    alive, rows = alive_units(x)  # (B, T, D): units are the last dim, rows B*T
+    assert alive.tolist() == [True, False, True] and rows == 4
+    assert unit_activity(x).tolist() == [2, 0, 1]
+    feature_map = torch.zeros(2, 3, 4, 4)
+    feature_map[1, 2, 3, 3] = 1.0
+    alive, rows = alive_units(feature_map)  # (N, C, H, W): units are the channels
+    assert alive.tolist() == [False, False, True] and rows == 32
+    assert unit_activity(feature_map).tolist() == [0, 0, 1]
+
+
+def test_saturation_tails():
+    y = torch.tensor([0.005, 0.02, 0.5, 0.985, 0.995])
+    assert saturated_count(y, "sigmoid", 0.01).item() == 2
+    assert saturated_count(torch.tensor([-0.999, -0.5, 0.98, 0.995]), "tanh", 0.01).item() == 2
