@@ -27,6 +27,29 @@ def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
+def _block(name: str) -> str | None:
+    """``encoder.layers.3`` for ``encoder.layers.3.linear1``: the prefix up to the first index."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return None
+
+
+def _shade_blocks(ax, names: Sequence[str]) -> list[tuple[int, str]]:
+    """Shade every other repeated block; return (first layer index, block name) of each."""
+    starts: list[tuple[int, str]] = []
+    for i, name in enumerate(names):
+        block = _block(name)
+        if block is not None and (not starts or starts[-1][1] != block):
+            starts.append((i, block))
+    for k, (start, block) in enumerate(starts):
+        end = next((j for j in range(start, len(names)) if _block(names[j]) != block), len(names))
+        if k % 2 == 0:
+            ax.axvspan(start - 0.5, end - 0.5, color="0.92", zorder=0)
+    return starts
+
+
 def render_gradient_flow(
     layer_names: Sequence[str],
     latest: np.ndarray,
@@ -99,10 +122,16 @@ def render_gradient_flow(
         ax.set_xticks(x)
         ax.set_xticklabels([_short(n) for n in layer_names], rotation=90, fontsize=7)
     else:
-        stride = int(np.ceil(count / 25))
-        ax.set_xticks(x[::stride])
-        ax.set_xticklabels([str(i) for i in x[::stride]], fontsize=7)
-        ax.set_xlabel(f"layer index, input → output ({count} layers; names in the scalar tags)")
+        starts = _shade_blocks(ax, layer_names)
+        if 3 <= len(starts) <= 60:
+            ax.set_xticks([i for i, _ in starts])
+            ax.set_xticklabels([_short(b, 18) for _, b in starts], rotation=90, fontsize=7)
+            ax.set_xlabel(f"layer, input → output ({count} layers; shaded: alternate blocks)")
+        else:
+            stride = int(np.ceil(count / 25))
+            ax.set_xticks(x[::stride])
+            ax.set_xticklabels([str(i) for i in x[::stride]], fontsize=7)
+            ax.set_xlabel(f"layer index, input → output ({count} layers; names in the tags)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
