@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
 from lightning_gradflow.core.layers import Layer
 from lightning_gradflow.core.norms import all_reduce_sum, squared_norms_by_layer
+from lightning_gradflow.core.transfer import copy_to_host
 
 
 @dataclass
@@ -202,20 +203,7 @@ class GradientCollector:
             return []
         pendings, self._pending = self._pending, []
         self._average_losses_over_ranks(pendings)
-        layout: list[tuple[int, str, tuple[int, ...]]] = []
-        flat: list[Tensor] = []
-        device = next(iter(pendings[0].tensors.values())).device
-        for i, pending in enumerate(pendings):
-            for name, tensor in pending.tensors.items():
-                layout.append((i, name, tuple(tensor.shape)))
-                flat.append(tensor.reshape(-1).to(device=device, dtype=torch.float64))
-        host = torch.cat(flat).cpu().numpy()
-        values: list[dict[str, np.ndarray]] = [{} for _ in pendings]
-        offset = 0
-        for i, name, shape in layout:
-            size = int(np.prod(shape)) if shape else 1
-            values[i][name] = host[offset : offset + size].reshape(shape)
-            offset += size
+        values = copy_to_host([p.tensors for p in pendings])
         return [self._record(p, v) for p, v in zip(pendings, values, strict=True)]
 
     def _record(self, pending: _Pending, values: dict[str, np.ndarray]) -> StepRecord:

@@ -1,9 +1,6 @@
 """on_alert = warn | stop | raise, in one process and across two DDP ranks."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +8,7 @@ import torch
 
 from lightning_gradflow import GradFlowMonitor, GradientPathologyError
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.subprocess_runs import run_module
 
 
 class NanAtStep(Regressor):
@@ -85,17 +81,7 @@ def test_invalid_alert_settings(kwargs, match):
 
 
 def _run_ddp(tmp_path: Path, action: str) -> tuple[list[dict], list[str]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.scripts.ddp_alerts", str(tmp_path), action],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_module("tests.scripts.ddp_alerts", str(tmp_path), action)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     files = list(tmp_path.rglob("gradflow_alerts.jsonl"))
     assert len(files) == 1

@@ -1,29 +1,16 @@
 """A real 2-process CPU DDP run (gloo) against a single-process run on the same global batch."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.subprocess_runs import run_module
 
 
 def _run(out_dir: Path, devices: int) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.scripts.ddp_gradflow", str(out_dir), str(devices)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_module("tests.scripts.ddp_gradflow", str(out_dir), str(devices))
 
 
 def _events(out_dir: Path) -> EventAccumulator:

@@ -6,24 +6,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_gradflow.core.collector import GradientCollector
 from lightning_gradflow.core.layers import group_parameters
-
-SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item"}
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records the aten ops that run, to prove no host synchronisation happens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+from tests.helpers.dispatch import SYNC_OPS, OpRecorder
 
 
 def _model_with_grads(seed: int = 0) -> nn.Module:

@@ -39,7 +39,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from lightning_gradflow.core.norms import all_reduce_sum
 from lightning_gradflow.core.probes.activations import (
     alive_units,
     saturated_count,
@@ -55,6 +54,7 @@ from lightning_gradflow.core.probes.attention import (
 from lightning_gradflow.core.probes.config import ProbeConfig
 from lightning_gradflow.core.probes.rank import block_tokens, effective_rank
 from lightning_gradflow.core.probes.registry import discover_probes
+from lightning_gradflow.core.transfer import copy_to_host
 
 
 @dataclass(frozen=True)
@@ -289,28 +289,12 @@ class ActivationProbes:
 
     @staticmethod
     def _to_host(records: list[_Record], all_ranks: bool) -> list[dict[str, np.ndarray]]:
-        device = next(t.device for r in records for t in r.tensors.values())
-        layout: list[tuple[int, str, tuple[int, ...]]] = []
-        flat: list[Tensor] = []
-        for i, record in enumerate(records):
-            for name, tensor in record.tensors.items():
-                layout.append((i, name, tuple(tensor.shape)))
-                flat.append(tensor.reshape(-1).to(device=device, dtype=torch.float64))
-        counts = [float(r.count) for r in records]
-        flat.append(torch.tensor(counts, dtype=torch.float64).to(device))
-        buffer = torch.cat(flat)
-        if all_ranks:
-            all_reduce_sum(buffer)
-        host = buffer.cpu().numpy()
-        values: list[dict[str, np.ndarray]] = [{} for _ in records]
-        offset = 0
-        for i, name, shape in layout:
-            size = int(np.prod(shape)) if shape else 1
-            values[i][name] = host[offset : offset + size].reshape(shape)
-            offset += size
-        for i, count in enumerate(host[offset:]):
-            values[i]["count"] = count
-        return values
+        groups = []
+        for record in records:
+            device = next(iter(record.tensors.values())).device if record.tensors else None
+            count = torch.tensor(float(record.count), dtype=torch.float64, device=device)
+            groups.append({**record.tensors, "count": count})
+        return copy_to_host(groups, all_ranks=all_ranks)
 
     def _stats(self, records: list[_Record], values: list[dict[str, np.ndarray]]) -> ProbeStats:
         bins = self.config.histogram_bins

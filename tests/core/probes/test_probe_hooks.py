@@ -6,24 +6,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_gradflow.core.probes import ActivationProbes, ProbeConfig, register_probe
 from lightning_gradflow.core.probes.registry import discover_probes
-
-SYNC_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item"}
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records the aten ops that run, to prove no host synchronisation happens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+from tests.helpers.dispatch import SYNC_OPS, OpRecorder
 
 
 class Mixed(nn.Module):
