@@ -16,6 +16,12 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
+def _run_in_a_temporary_directory(tmp_path, monkeypatch):
+    """Whatever a run writes to its default root (the working directory) lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def _no_process_group_left_behind():
     """A test that leaves a process group or LOCAL_RANK behind breaks the next one."""
     yield
