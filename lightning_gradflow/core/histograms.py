@@ -85,18 +85,22 @@ def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
     """
     device = tensors[0].device if tensors else torch.device("cpu")
     counts = torch.zeros(bins.num_buckets, dtype=torch.float64, device=device)
-    for tensor in tensors:
-        values = dense_values(tensor).detach().reshape(-1)
-        dtype = torch.float32 if values.numel() < _FLOAT32_EXACT else torch.float64
-        magnitude = values.to(dtype).abs()
-        finite = torch.isfinite(magnitude)
-        nonzero = magnitude != 0
-        logs = torch.where(finite & nonzero, magnitude.log10(), float("nan"))
-        logs = logs.clamp(bins.low_exp, bins.high_exp - 0.5 / bins.per_decade)
-        hist = torch.histc(logs, bins.num_value_bins, bins.low_exp, bins.high_exp)
-        counts[0] += (~nonzero).sum() + (tensor.numel() - values.numel())  # sparse: implicit 0s
-        counts[1:-1] += hist.to(device=device, dtype=torch.float64)
-        counts[-1] += (~finite).sum()
+    if not tensors:
+        return counts
+    flats = [dense_values(t).detach().reshape(-1) for t in tensors]
+    implicit_zeros = sum(t.numel() - f.numel() for t, f in zip(tensors, flats, strict=True))
+    dtype = torch.float32 if sum(f.numel() for f in flats) < _FLOAT32_EXACT else torch.float64
+    flat = torch.cat([f.to(device=device, dtype=dtype) for f in flats])  # one pass per layer
+    magnitude = (
+        flat.abs_() if len(flats) > 1 or flat.data_ptr() != flats[0].data_ptr() else (flat.abs())
+    )
+    finite = torch.isfinite(magnitude)
+    nonzero = magnitude != 0
+    logs = torch.where(finite & nonzero, magnitude.log10(), float("nan"))
+    logs = logs.clamp_(bins.low_exp, bins.high_exp - 0.5 / bins.per_decade)
+    counts[1:-1] = torch.histc(logs, bins.num_value_bins, bins.low_exp, bins.high_exp)
+    counts[0] = (~nonzero).sum() + implicit_zeros
+    counts[-1] = (~finite).sum()
     return counts
 
 

@@ -59,24 +59,32 @@ def squared_norms_by_layer(
         raise ValueError(f"{len(tensors)} tensors but {len(layer_index)} layer indices")
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
-    out = torch.zeros(num_layers, dtype=torch.float64, device=device)
     by_device: dict[torch.device, tuple[list[Tensor], list[int]]] = {}
     for tensor, index in zip(tensors, layer_index, strict=True):
         values = dense_values(tensor)
         group = by_device.setdefault(values.device, ([], []))
         group[0].append(values)
         group[1].append(index)
+    out: Tensor | None = None
     for tensor_device, (values, indices) in by_device.items():
-        norms = torch.stack(torch._foreach_norm(values, 2, dtype=torch.float32)).double()
+        upcast = any(v.dtype != torch.float32 for v in values)  # fp16/bf16/fp64 -> float32 norms
+        norms = (
+            torch._foreach_norm(values, 2, dtype=torch.float32)
+            if upcast
+            else (torch._foreach_norm(values))
+        )
         key = (tensor_device, tuple(indices))
         index = None if index_cache is None else index_cache.get(key)
         if index is None:
             index = torch.tensor(indices, device=tensor_device)
             if index_cache is not None:
                 index_cache[key] = index
+        squares = torch.stack(norms).double().square_()
         partial = torch.zeros(num_layers, dtype=torch.float64, device=tensor_device)
-        partial.index_add_(0, index, norms * norms)
-        out += partial.to(device, non_blocking=True)
+        partial = partial.index_add_(0, index, squares).to(device, non_blocking=True)
+        out = partial if out is None else out + partial
+    if out is None:
+        out = torch.zeros(num_layers, dtype=torch.float64, device=device)
     return out
 
 

@@ -10,6 +10,7 @@ Print the zoo table (used in the closing notes): ``python -m tests.helpers.zoo``
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -131,6 +132,7 @@ class ZooCase:
             num_sanity_val_steps=0,
             limit_val_batches=0,
             gradient_clip_val=self.gradient_clip_val,
+            default_root_dir=tempfile.mkdtemp(prefix="gradflow-zoo-"),  # the alerts file goes here
             callbacks=[monitor, losses, *self.callbacks(), *extra_callbacks],
         )
         settings.update(trainer_kwargs)

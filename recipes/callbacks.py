@@ -1,0 +1,124 @@
+"""RunSummary: what a recipe run needs from inside ``fit``, written to a file by rank zero.
+
+Under ``ddp_spawn`` the fit runs in worker processes and the callbacks of the launching process
+never see it, so the gradient summary and alerts are handed over as ``gradflow_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lightning_gradflow import GradFlowMonitor
+
+SUMMARY_FILE = "gradflow_summary.json"
+
+
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor | None:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+class RunSummary(Callback):
+    """Logs the run config, tracks the largest gradient norms, and writes the gradient summary.
+
+    Args:
+        output_dir: where rank zero writes ``gradflow_summary.json`` at the end of training.
+        config: the resolved run config, logged once as hyperparameters to every logger.
+
+    ``grad_norm_max`` is the largest total gradient norm seen in ``on_before_optimizer_step``
+    (what the monitor judges: before clipping); ``applied_grad_norm_max`` the largest after
+    clipping, i.e. what the optimizer used. Non-finite norms are counted, not maximised.
+    """
+
+    def __init__(self, output_dir: str | Path, config: Mapping[str, Any] | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.config = dict(config or {})
+        self._raw: torch.Tensor | None = None
+        self._applied: torch.Tensor | None = None
+        self._nonfinite: torch.Tensor | None = None
+        self._stepped = False
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._raw = self._applied = self._nonfinite = None
+        self._stepped = False
+        if trainer.is_global_zero and self.config:
+            for logger in trainer.loggers:
+                logger.log_hyperparams(self.config)
+
+    def _track(self, current: torch.Tensor | None, norm: torch.Tensor) -> torch.Tensor:
+        value = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+        return value if current is None else torch.maximum(current, value)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        norm = _grad_norm(pl_module)
+        if norm is None:
+            return
+        self._raw = self._track(self._raw, norm)
+        bad = (~torch.isfinite(norm)).long()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad
+        self._stepped = True
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not self._stepped:  # mid-accumulation: the gradients are not final yet
+            return
+        self._stepped = False
+        norm = _grad_norm(pl_module)  # after clipping; zeroed only before the next backward
+        if norm is not None:
+            self._applied = self._track(self._applied, norm)
+
+    def summary(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """Gradient summary of the run's GradFlowMonitor plus alerts and training progress."""
+        monitor = next((c for c in trainer.callbacks if isinstance(c, GradFlowMonitor)), None)
+        out: dict[str, Any] = {
+            "monitored": monitor is not None,
+            "grad_norm_max": _item(self._raw),
+            "applied_grad_norm_max": _item(self._applied),
+            "nonfinite_grad_steps": 0 if self._nonfinite is None else int(self._nonfinite.item()),
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "alert_counts": {},
+            "alerts": [],
+        }
+        if monitor is not None:
+            out.update(monitor.gradient_summary())
+            out["alerts"] = [
+                {"kind": a.kind, "severity": a.severity, "step": a.step, "message": a.message}
+                for a in monitor.alerts
+            ]
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            out["best_val_loss"] = float(checkpoint.best_model_score)
+        return out
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        summary = self.summary(trainer)  # no collectives inside: safe on every rank
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _item(value: torch.Tensor | None) -> float | None:
+    if value is None:
+        return None
+    number = float(value.item())
+    return number if math.isfinite(number) else None

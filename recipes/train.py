@@ -1,0 +1,235 @@
+"""Train one forecasting network with GradFlowMonitor on, test it against the baselines.
+
+Everything comes from ``conf/`` (``_target_`` instantiation); every file goes under the Hydra
+run directory (``${hydra:runtime.output_dir}``): ``.hydra/``, the loggers' folders,
+``checkpoints/``, ``gradflow_alerts.jsonl``, ``gradflow_summary.json`` and ``metrics.json``
+(test metrics, the baselines on the same split, alerts by kind, gradient summary, wall time).
+Only global rank zero writes them. In a multirun the sweep directory also gets
+``comparison.md`` / ``comparison.csv`` (see :mod:`recipes.compare`).
+
+Usage:
+    python -m recipes.train model=transformer_prenorm
+    python -m recipes.train trainer=ddp trainer.devices=4
+    python -m recipes.train -m experiment=compare_architectures
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.resolvers import CONFIG_DIR
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+ALERTS_FILE = "gradflow_alerts.jsonl"
+
+
+def instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a ``callbacks``/``logger`` mapping, in order."""
+    if not node:
+        return []
+    if not isinstance(node, Mapping):
+        raise TypeError(f"expected a mapping of name -> config, got {type(node).__name__}")
+    return [instantiate(c) for c in node.values() if isinstance(c, Mapping) and "_target_" in c]
+
+
+def _run_info(cfg: DictConfig) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "task_name": cfg.get("task_name"),
+        "output_dir": cfg.paths.output_dir,
+        "strategy": cfg.trainer.get("strategy"),
+        "devices": cfg.trainer.get("devices"),
+        "num_nodes": cfg.trainer.get("num_nodes"),
+    }
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        info.update(
+            model=hc.runtime.choices.get("model"),
+            data=hc.runtime.choices.get("data"),
+            experiment=hc.runtime.choices.get("experiment"),
+            trainer=hc.runtime.choices.get("trainer"),
+            overrides=list(hc.overrides.task),
+            multirun=multirun,
+            sweep_dir=str(hc.sweep.dir) if multirun else None,
+        )
+    else:  # called with a composed config, without @hydra.main
+        info.update(model=cfg.model.get("name"), data=cfg.data.get("source"), overrides=[])
+    return info
+
+
+def train(cfg: DictConfig) -> dict[str, Any] | None:
+    """Fit, test, score the baselines and write ``metrics.json``.
+
+    Returns:
+        The metrics on global rank zero; ``None`` on the other ranks.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    from recipes.callbacks import RunSummary
+
+    start = time.perf_counter()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")
+    forecaster = instantiate(cfg.forecaster, model=model)
+    summary = RunSummary(output_dir, config=OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), summary]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer.fit(forecaster, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_s = time.perf_counter() - start
+        if not trainer.is_global_zero:
+            return None  # rank zero tests on one device and writes every file
+        metrics = _score(cfg, trainer, forecaster, datamodule)
+        metrics.update(fit_time_s=fit_s, wall_time_s=time.perf_counter() - start)
+        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        print(_report(metrics), flush=True)
+        if metrics["run"].get("multirun"):
+            from recipes.compare import write_comparison
+
+            write_comparison(metrics["run"]["sweep_dir"])
+        return metrics
+    finally:
+        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            import wandb
+
+            wandb.finish()
+
+
+def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> dict[str, Any]:
+    """Test metrics, baselines on the same split, alerts and the gradient summary."""
+    from lightning_gradflow.volatility import Forecast, evaluate_baselines
+    from recipes.callbacks import SUMMARY_FILE
+
+    info = _run_info(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    test_metrics: dict[str, float] = {}
+    test_error: str | None = None
+    extra: dict[str, Any] = {}
+    if cfg.get("test"):
+        try:
+            _test(cfg, trainer, forecaster, datamodule, best)
+        except ValueError as err:  # a diverged model: non-finite or zero variance forecasts
+            test_error = f"{type(err).__name__}: {err}"
+            log.warning("testing failed, no forecast metrics for this run: %s", test_error)
+        else:
+            test_metrics = dict(forecaster.test_metrics)
+            pred = forecaster.test_predictions
+            extra[str(info["model"])] = Forecast(pred["variance_forecast"], pred["log_forecast"])
+    datamodule.setup("test")
+    rows = evaluate_baselines(datamodule, extra=extra)
+
+    summary_path = output_dir / SUMMARY_FILE
+    gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
+    return {
+        "run": info,
+        "test": test_metrics,
+        "test_error": test_error,
+        "baselines": [r for r in rows if r["model"] not in extra],
+        "alerts": gradient.pop("alert_counts", {}),
+        "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
+        "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
+        "training": {
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "best_val_loss": gradient.get("best_val_loss"),
+            "best_checkpoint": best,
+        },
+    }
+
+
+def _test(
+    cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any, best: str | None
+) -> None:
+    """Score the best weights on the test split on one device (each sample exactly once)."""
+    import torch
+
+    if trainer.num_devices * trainer.num_nodes == 1:
+        trainer.test(forecaster, datamodule=datamodule, ckpt_path=best, verbose=False)
+        return
+    # the other ranks have left after fit: drop the process group and test here alone
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=False)
+        forecaster.load_state_dict(state["state_dict"])
+    _single_device_trainer(cfg).test(forecaster, datamodule=datamodule, verbose=False)
+
+
+def _single_device_trainer(cfg: DictConfig) -> Any:
+    """A Trainer that tests on one device, without loggers or checkpoints."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        num_nodes=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=cfg.paths.output_dir,
+    )
+
+
+def _report(metrics: Mapping[str, Any]) -> str:
+    """The end-of-run printout: the model against the baselines, then gradient health."""
+    from lightning_gradflow.volatility import format_table
+
+    run = metrics["run"]
+    rows = list(metrics["baselines"])
+    if metrics["test"]:
+        test = metrics["test"]
+        model_row = {"model": run.get("model"), "ratio_har": test["qlike_ratio_har"], **test}
+        rows.insert(0, model_row)
+    lines = [f"\nTest split ({run.get('data')}), {run['output_dir']}"]
+    if metrics["test_error"]:
+        lines.append(f"model not scored: {metrics['test_error']}")
+    lines.append(format_table(rows, columns=["model", "qlike", "ratio_har", "mse_log", "mz_r2"]))
+    grad = metrics["gradient"]
+    alerts = ", ".join(f"{k}: {v}" for k, v in sorted(metrics["alerts"].items())) or "none"
+    if metrics["alerts_file"]:
+        alerts += f" (details: {metrics['alerts_file']})"
+    ratio, gamma = grad.get("first_last_ratio"), grad.get("gamma")
+    lines += [
+        f"alerts: {alerts}",
+        "gradient first/last-layer norm ratio: "
+        + ("n/a" if ratio is None else f"{ratio:.3g} (gamma {gamma:.3g} per layer)"),
+        f"wall time: {metrics['wall_time_s']:.1f} s (fit {metrics['fit_time_s']:.1f} s)",
+    ]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the test QLIKE (for sweepers that minimise it)."""
+    metrics = train(cfg)
+    if not metrics:
+        return None
+    return metrics["test"].get("qlike")
+
+
+if __name__ == "__main__":
+    main()

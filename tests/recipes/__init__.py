@@ -1,0 +1,1 @@
+"""Tests of the Hydra recipes (conf/ and recipes/)."""

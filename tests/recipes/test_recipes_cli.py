@@ -1,0 +1,113 @@
+"""The real CLI in subprocesses: every model, a multirun table, 2-process DDP, bad overrides."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_gradflow.volatility import BASELINES
+from tests.recipes.conftest import MODELS, TINY, check, read_json, run_cli
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """An empty working directory: nothing may be written to it."""
+    path = tmp_path / "cwd"
+    path.mkdir()
+    return path
+
+
+def test_multirun_over_every_model_writes_under_the_sweep_dir(tmp_path, cwd):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep}", f"model={','.join(MODELS)}"], cwd=cwd)
+    check(proc)
+    assert list(cwd.iterdir()) == []
+    for num, model in enumerate(MODELS):
+        job = sweep / str(num)
+        metrics = read_json(job / "metrics.json")
+        assert metrics["run"]["model"] == model and metrics["run"]["output_dir"] == str(job)
+        assert metrics["test"]["qlike"] > 0 and metrics["test_error"] is None
+        assert [b["model"] for b in metrics["baselines"]] == list(BASELINES)
+        assert metrics["gradient"]["first_last_ratio"] > 0
+        assert isinstance(metrics["alerts"], dict) and metrics["wall_time_s"] > 0
+        assert (job / ".hydra" / "config.yaml").is_file()
+        assert (job / "csv" / "metrics.csv").is_file()
+        assert [p.parent for p in job.rglob("*.ckpt")] == [job / "checkpoints"]
+    rows = list(csv.DictReader((sweep / "comparison.csv").open()))
+    assert [r["run"] for r in rows] == [f"model={m}" for m in MODELS] + [
+        f"baseline: {b}" for b in BASELINES
+    ]
+    assert all(rows[i]["qlike"] and rows[i]["grad_ratio"] for i in range(len(MODELS)))
+    table = (sweep / "comparison.md").read_text()
+    assert "| model=transformer_prenorm |" in table and "| baseline: har |" in table
+    assert "| run | qlike | ratio_har |" in proc.stdout  # printed at the end of the multirun
+
+
+def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("logger=")]
+    check(run_cli([*tiny, "logger=many", "model=lstm", f"hydra.run.dir={run}"], cwd=cwd))
+    assert list(cwd.iterdir()) == []
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "csv" / "metrics.csv").is_file()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1  # W&B ran offline
+    metrics = read_json(run / "metrics.json")
+    assert metrics["run"]["multirun"] is False and metrics["test"]["qlike"] > 0
+
+
+def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):
+    """Lightning relaunches the CLI for rank 1 into the same run dir; rank zero writes."""
+    run = tmp_path / "run"
+    args = [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "data=garch_sim",
+        "data.sim_days=2500",  # 4 batches of 64 per rank
+        "data.batch_size=64",
+        "num_threads=1",
+        "logger=csv",
+        "model=mlp_vanilla",  # a 10-layer sigmoid MLP: `vanishing` from the first steps
+        "+callbacks.gradflow.detectors.patience=2",
+        f"hydra.run.dir={run}",
+    ]
+    check(run_cli(args, cwd=cwd, timeout=300))
+    assert list(cwd.iterdir()) == []
+    assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran, in the same directory
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("config.yaml")] == [
+        Path("run/.hydra/config.yaml")
+    ]
+    assert len(list(run.rglob("metrics.csv"))) == 1
+    alert_files = list(run.rglob("gradflow_alerts.jsonl"))
+    assert len(alert_files) == 1
+    lines = alert_files[0].read_text().splitlines()
+    assert lines and len(set(lines)) == len(lines)  # each alert once, not once per rank
+    announced = read_json(run / "gradflow_summary.json")["alerts"]
+    assert [json.loads(line)["step"] for line in lines] == [a["step"] for a in announced]
+    metrics = read_json(run / "metrics.json")
+    assert metrics["alerts"].get("vanishing", 0) >= 1
+    assert metrics["test"]["qlike"] > 0  # scored on one device after the ranks finished
+    assert metrics["gradient"]["first_last_ratio"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("override", "messages"),
+    [
+        ("model=nope", ["Could not find 'model/nope'", "lstm", "transformer_prenorm"]),
+        ("model.depth=-1", ["Error in call to target", "depth=-1 is not allowed; need > 0"]),
+    ],
+)
+def test_bad_override_fails_with_a_clear_message(override, messages, tmp_path, cwd):
+    proc = run_cli([*TINY, "model=mlp_vanilla", override, f"hydra.run.dir={tmp_path / 'run'}"], cwd)
+    assert proc.returncode != 0
+    for message in messages:
+        assert message in proc.stderr, proc.stderr[-3000:]
+    assert list(cwd.iterdir()) == []

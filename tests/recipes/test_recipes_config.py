@@ -1,0 +1,209 @@
+"""Every config group composes and instantiates; bad overrides fail with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lightning_gradflow import GradFlowMonitor
+from lightning_gradflow.volatility import VolatilityDataModule, VolatilityForecaster
+from recipes.train import instantiate_group
+from tests.recipes.conftest import CONFIG_DIR, MODELS, composed
+
+GROUPS = ("data", "model", "forecaster", "trainer", "logger", "callbacks", "experiment", "paths")
+OPTIONS = [
+    (group, path.stem) for group in GROUPS for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
+]
+
+
+def test_every_option_is_listed():
+    assert {name for group, name in OPTIONS if group == "model"} == set(MODELS)
+    assert {name for group, name in OPTIONS if group == "trainer"} >= {
+        "cpu",
+        "gpu",
+        "ddp",
+        "ddp_spawn",
+        "debug",
+    }
+    assert {name for group, name in OPTIONS if group == "logger"} >= {
+        "tensorboard",
+        "wandb",
+        "csv",
+        "many",
+    }
+
+
+def _instantiate(group: str, cfg, out: Path) -> None:
+    if group == "data":
+        dm = instantiate(cfg.data, _convert_="all")
+        assert isinstance(dm, VolatilityDataModule) and dm.window == cfg.data.window
+    elif group in ("model", "forecaster", "experiment"):
+        model = instantiate(cfg.model, _convert_="all")
+        window = cfg.data.window
+        assert model(torch.zeros(2, window, len(cfg.data.features))).shape == (2,)
+        forecaster = instantiate(cfg.forecaster, model=model)
+        assert isinstance(forecaster, VolatilityForecaster)
+    elif group == "trainer":
+        trainer = instantiate(cfg.trainer, logger=False)
+        assert Path(trainer.default_root_dir) == out
+    elif group == "logger":
+        for logger in instantiate_group(cfg.logger):
+            assert Path(logger.save_dir).is_relative_to(out), logger
+    elif group == "callbacks":
+        callbacks = instantiate_group(cfg.callbacks)
+        for cb in callbacks:
+            if getattr(cb, "dirpath", None):  # checkpoints
+                assert Path(cb.dirpath).is_relative_to(out)
+        monitors = [cb for cb in callbacks if isinstance(cb, GradFlowMonitor)]
+        assert len(monitors) == int("gradflow" in (cfg.callbacks or {}))
+    elif group == "paths":
+        assert Path(cfg.paths.output_dir) == out
+
+
+@pytest.mark.parametrize(("group", "name"), OPTIONS, ids=[f"{g}={n}" for g, n in OPTIONS])
+def test_config_group_composes_and_instantiates(group, name, tmp_path):
+    out = tmp_path / "out"
+    overrides = [f"{group}={name}", f"paths.output_dir={out}"]
+    if group not in ("data", "experiment"):
+        overrides += ["data=garch_sim", "data.sim_days=1700"]
+    if group == "trainer" and name == "gpu" and not torch.cuda.is_available():
+        with composed(overrides) as cfg:
+            assert cfg.trainer.accelerator == "gpu"
+        pytest.skip("no CUDA device: composed only")
+    if group == "trainer" and name.startswith("ddp"):
+        overrides.append("trainer.accelerator=cpu")
+    with composed(overrides) as cfg:
+        OmegaConf.resolve(cfg)  # every interpolation resolves
+        _instantiate(group, cfg, out)
+
+
+@pytest.mark.parametrize("name", ["compare_architectures", "vanishing_depth", "exploding_rnn"])
+def test_experiments_sweep_and_pick_the_multirun_strategy(name, tmp_path):
+    overrides = [f"experiment={name}", f"paths.output_dir={tmp_path}"]
+    with composed(overrides, return_hydra_config=True) as cfg:
+        assert cfg.task_name == name
+        assert "model" in cfg.hydra.sweeper.params
+        assert cfg.trainer.strategy == "auto"  # one device
+    with composed([*overrides, "trainer=ddp", "trainer.devices=2"]) as cfg:
+        assert cfg.trainer.strategy == "ddp_spawn"  # plain ddp hangs under -m
+
+
+def test_exploding_rnn_uses_long_windows_on_the_simulator():
+    with composed(["experiment=exploding_rnn"], return_hydra_config=True) as cfg:
+        assert cfg.data.source == "garch_sim" and cfg.data.window >= 120
+        assert cfg.hydra.sweeper.params["trainer.gradient_clip_val"] == "null,1.0"
+
+
+def test_hydra_dirs_are_under_the_log_dir():
+    with composed([], return_hydra_config=True) as cfg:
+        log_dir = cfg.paths.log_dir
+        assert cfg.hydra.run.dir.startswith(f"{log_dir}/train/runs/")
+        assert cfg.hydra.sweep.dir.startswith(f"{log_dir}/train/multiruns/")
+        assert cfg.hydra.job.chdir is False
+        assert cfg.hydra.output_subdir == ".hydra"
+        assert cfg.hydra.callbacks.compare._target_ == "recipes.compare.CompareSweep"
+
+
+# --- SLURM: configuration only ------------------------------------------------------------------
+
+SLURM = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+
+
+def test_slurm_launcher_takes_tasks_and_nodes_from_the_trainer():
+    with composed(SLURM, return_hydra_config=True) as cfg:
+        launcher = cfg.hydra.launcher
+        assert launcher._target_.endswith("SlurmLauncher")
+        assert launcher.tasks_per_node == cfg.trainer.devices == 4
+        assert launcher.nodes == cfg.trainer.num_nodes == 2
+        assert launcher.gpus_per_node == 4
+        slurm = instantiate(launcher)  # builds the launcher; submits nothing
+        assert slurm.params["tasks_per_node"] == 4 and slurm.params["nodes"] == 2
+    with composed([*SLURM, "trainer.accelerator=cpu"], return_hydra_config=True) as cfg:
+        assert cfg.hydra.launcher.gpus_per_node is None
+
+
+def _slurm_env(monkeypatch, tasks_per_node: int, nodes: int, procid: int = 0) -> None:
+    for key, value in {
+        "SLURM_NTASKS": tasks_per_node * nodes,
+        "SLURM_NTASKS_PER_NODE": tasks_per_node,
+        "SLURM_NNODES": nodes,
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": 1234,
+        "SLURM_NODELIST": "node[1-2]",
+        "SLURM_PROCID": procid,
+        "SLURM_LOCALID": procid % tasks_per_node,
+        "SLURM_NODEID": procid // tasks_per_node,
+    }.items():
+        monkeypatch.setenv(key, str(value))
+
+
+def _validate_like_lightning(trainer) -> None:
+    """What Lightning's launcher checks before starting the ranks of a SLURM job."""
+    env = trainer.strategy.cluster_environment
+    assert type(env).__name__ == "SLURMEnvironment"
+    env.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+
+
+def test_slurm_values_pass_lightnings_checks(monkeypatch, tmp_path):
+    """Inside the SLURM job the submitit values match what Lightning validates."""
+    overrides = [*SLURM, "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"]
+    overrides.append("experiment=compare_architectures")
+    with composed(overrides, return_hydra_config=True) as cfg:
+        _slurm_env(monkeypatch, cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.nodes)
+        assert cfg.trainer.strategy == "ddp"  # a SLURM job starts the ranks itself: no spawn
+        trainer = instantiate(cfg.trainer, logger=False)
+        assert trainer.world_size == 8
+        _validate_like_lightning(trainer)
+        _slurm_env(monkeypatch, tasks_per_node=2, nodes=4)  # a job that does not match
+        trainer = instantiate(cfg.trainer, logger=False)
+        with pytest.raises(ValueError, match="ntasks-per-node=2"):
+            _validate_like_lightning(trainer)
+
+
+def test_only_the_first_slurm_task_writes_the_hydra_dir(monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    with composed([], return_hydra_config=True) as cfg:
+        assert cfg.hydra.output_subdir is None
+
+
+# --- bad overrides ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=nope", "Could not find 'model/nope'"),
+        ("data=nope", "Could not find 'data/nope'"),
+        ("trainer=nope", "Could not find 'trainer/nope'"),
+    ],
+)
+def test_unknown_option_names_the_choices(override, message):
+    with pytest.raises(ConfigCompositionException) as err, composed([override]):
+        pass
+    text = str(err.value) + str(err.value.__cause__ or "")
+    assert message in text and "Available options" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "node", "message"),
+    [
+        ("model.depth=-1", "model", "depth=-1 is not allowed; need > 0"),
+        ("data.source=nope", "data", "source='nope' is not allowed"),
+        ("forecaster.optimizer=lbfgs", "forecaster", "optimizer='lbfgs' is not allowed"),
+    ],
+)
+def test_bad_value_fails_with_our_message(override, node, message):
+    with (
+        composed(["model=mlp_vanilla", override]) as cfg,
+        pytest.raises(InstantiationException, match=message),
+    ):
+        target = cfg[node]
+        if node == "forecaster":
+            instantiate(target, model=torch.nn.Linear(1, 1))
+        else:
+            instantiate(target, _convert_="all")

@@ -1,0 +1,96 @@
+"""The experiments end to end (slow): the pathologies they are built to show do show."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.recipes.conftest import check, read_json, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _sweep(tmp_path: Path, args: list[str], timeout: float = 400) -> dict[str, dict]:
+    """Run a multirun; return metrics.json per run label, checking the comparison table."""
+    cwd, sweep = tmp_path / "cwd", tmp_path / "sweep"
+    cwd.mkdir()
+    check(run_cli(["-m", *args, "num_threads=1", f"hydra.sweep.dir={sweep}"], cwd, timeout))
+    assert list(cwd.iterdir()) == []
+    rows = list(csv.DictReader((sweep / "comparison.csv").open()))
+    runs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
+    labels = [r["run"] for r in rows if not r["run"].startswith("baseline:")]
+    assert len(labels) == len(runs)
+    return {label: read_json(path) for label, path in zip(labels, runs, strict=True)}
+
+
+def test_compare_architectures_sweeps_the_four_models(tmp_path):
+    args = ["experiment=compare_architectures", "trainer.max_epochs=2", "logger=csv"]
+    runs = _sweep(tmp_path, args)
+    assert list(runs) == [
+        "model=mlp_vanilla",
+        "model=resnet",
+        "model=transformer_prenorm",
+        "model=lstm",
+    ]
+    assert all(r["run"]["data"] == "sp500" and r["test"]["qlike"] > 0 for r in runs.values())
+    assert runs["model=mlp_vanilla"]["alerts"].get("vanishing", 0) >= 1
+    assert not runs["model=lstm"]["alerts"]
+
+
+def test_vanishing_depth_reproduces_the_picture(tmp_path):
+    args = ["experiment=vanishing_depth", "model.depth=20", "trainer.max_epochs=2", "logger=csv"]
+    runs = _sweep(tmp_path, args)
+    sigmoid = runs["model=mlp_vanilla"]["gradient"]["first_last_ratio"]
+    residual = runs["model=resnet"]["gradient"]["first_last_ratio"]
+    assert sigmoid <= 1e-3  # the first layer's gradient >= 1000x below the last's
+    assert 0.1 <= residual <= 10  # within 10x
+    assert runs["model=mlp_vanilla"]["alerts"].get("vanishing", 0) >= 1
+    assert "vanishing" not in runs["model=resnet"]["alerts"]
+
+
+def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path):
+    args = [
+        "experiment=exploding_rnn",
+        "data.sim_days=2500",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=20",
+        "logger=csv",
+    ]
+    runs = _sweep(tmp_path, args)
+    for clip in ("null", "1.0"):
+        rnn = runs[f"model=rnn_vanilla trainer.gradient_clip_val={clip}"]
+        lstm = runs[f"model=lstm trainer.gradient_clip_val={clip}"]
+        assert rnn["alerts"].get("exploding", 0) >= 1
+        assert "exploding" not in lstm["alerts"]
+        assert rnn["gradient"]["grad_norm_max"] > 1e3
+    clipped = runs["model=rnn_vanilla trainer.gradient_clip_val=1.0"]["gradient"]
+    unclipped = runs["model=rnn_vanilla trainer.gradient_clip_val=null"]["gradient"]
+    assert clipped["applied_grad_norm_max"] <= 1.0 + 1e-4
+    assert unclipped["applied_grad_norm_max"] == pytest.approx(unclipped["grad_norm_max"])
+
+
+def test_multirun_with_two_devices_uses_ddp_spawn(tmp_path):
+    """`-m` with several devices: the experiment picks ddp_spawn; each job writes once."""
+    args = [
+        "experiment=compare_architectures",
+        "model=mlp_vanilla,lstm",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "data=garch_sim",
+        "data.sim_days=2500",
+        "data.batch_size=64",
+        "logger=csv",
+    ]
+    runs = _sweep(tmp_path, args)
+    for metrics in runs.values():
+        assert metrics["run"]["strategy"] == "ddp_spawn" and metrics["run"]["devices"] == 2
+        job = Path(metrics["run"]["output_dir"])
+        assert len(list(job.rglob("metrics.csv"))) == 1
+        assert len(list(job.rglob("config.yaml"))) == 1
+        assert metrics["test"]["qlike"] > 0 and metrics["gradient"]["first_last_ratio"] > 0

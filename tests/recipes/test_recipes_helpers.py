@@ -1,0 +1,109 @@
+"""The resolvers the configs use and the sweep comparison, without training anything."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from recipes import compare, resolvers
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"), [(1, 1), (4, 4), ("2", 2), ("0,1,2", 3), ([0, 3], 2)]
+)
+def test_num_devices(devices, expected):
+    assert resolvers.num_devices(devices) == expected
+
+
+def test_sweep_strategy(monkeypatch):
+    for key in ("SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    assert resolvers.sweep_strategy(1, 1) == "auto"
+    assert resolvers.sweep_strategy(2, 1) == "ddp_spawn"
+    assert resolvers.sweep_strategy(1, 2) == "ddp_spawn"
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    assert resolvers.sweep_strategy(4, 2) == "ddp"
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: spawn as usual
+    assert resolvers.sweep_strategy(4, 1) == "ddp_spawn"
+
+
+def test_wandb_is_offline_unless_asked(monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert resolvers.wandb_offline() is True
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert resolvers.wandb_offline() is False
+
+
+def test_gpus_per_node():
+    assert resolvers.gpus_per_node("cpu", 4) is None
+    assert resolvers.gpus_per_node("gpu", 4) == 4
+
+
+def _record(model: str, qlike: float, ratio: float | None, alerts: dict, overrides: list) -> dict:
+    return {
+        "run": {"model": model, "data": "sp500", "task_name": "demo", "overrides": overrides},
+        "test": {"qlike": qlike, "qlike_ratio_har": 1.1, "mse_log": 0.5, "mz_r2": 0.3},
+        "baselines": [
+            {"model": "har", "qlike": 0.49, "ratio_har": 1.0, "mse_log": 0.4, "mz_r2": 0.5}
+        ],
+        "alerts": alerts,
+        "gradient": {"first_last_ratio": ratio, "gamma": 0.5, "grad_norm_max": 3.0},
+        "training": {"epochs": 3},
+        "wall_time_s": 12.34,
+    }
+
+
+def _sweep(root: Path, records: list[dict]) -> Path:
+    for i, record in enumerate(records):
+        (root / str(i)).mkdir(parents=True)
+        (root / str(i) / compare.METRICS_FILE).write_text(json.dumps(record))
+    return root
+
+
+def test_comparison_labels_runs_by_what_differs(tmp_path):
+    records = [
+        _record("mlp_vanilla", 0.9, 1e-9, {"vanishing": 4}, ["model=mlp_vanilla", "seed=1"]),
+        _record("resnet", 0.5, 0.7, {}, ["model=resnet", "seed=1"]),
+        _record("resnet", 0.5, 0.7, {}, ["model=resnet", "model.depth=20", "seed=1"]),
+    ]
+    sweep = _sweep(tmp_path, records)
+    text = compare.write_comparison(sweep)
+    assert "| model=mlp_vanilla | 0.9000 |" in text
+    assert "| model=resnet model.depth=20 |" in text
+    assert "vanishing:4" in text and "1.0e-09" in text and "| baseline: har | 0.4900 |" in text
+    rows = list(csv.DictReader((sweep / compare.TABLE_CSV).open()))
+    assert [r["run"] for r in rows] == [
+        "model=mlp_vanilla",
+        "model=resnet",
+        "model=resnet model.depth=20",
+        "baseline: har",
+    ]
+    assert rows[0]["wall_s"] == "12.3" and rows[1]["alerts"] == "none"
+    assert (sweep / compare.TABLE_MD).read_text().startswith("# demo (3 runs, sp500)")
+
+
+def test_comparison_lists_baselines_per_data_set(tmp_path):
+    records = [_record("lstm", 0.5, 0.9, {}, [f"data={d}"]) for d in ("sp500", "nasdaq")]
+    records[1]["run"]["data"] = "nasdaq"
+    rows = compare.comparison_rows(records)
+    assert [r["run"] for r in rows] == [
+        "data=sp500",
+        "data=nasdaq",
+        "baseline (sp500): har",
+        "baseline (nasdaq): har",
+    ]
+
+
+def test_comparison_of_an_empty_sweep_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no metrics\.json"):
+        compare.write_comparison(tmp_path)
+
+
+def test_compare_cli(tmp_path, capsys):
+    sweep = _sweep(tmp_path, [_record("lstm", 0.5, 0.9, {}, ["model=lstm"])])
+    compare.main([str(sweep)])
+    assert "| model=lstm |" in capsys.readouterr().out
