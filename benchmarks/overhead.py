@@ -73,12 +73,21 @@ class PreNormTransformer(pl.LightningModule):
 
 
 class StepTimer(pl.Callback):
-    """Wall time of each training step, from batch start to the end of all callbacks."""
+    """Wall and process CPU time of each training step, from batch start to the last callback.
 
-    def __init__(self, device: torch.device) -> None:
+    On a shared CPU machine the wall clock also counts time stolen by neighbours; process CPU
+    time does not, so both are reported.
+    """
+
+    def __init__(self, device: torch.device, warmup: int, spent: list[float]) -> None:
         self.device = device
+        self.warmup = warmup
+        self.spent = spent
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.window_start = 0.0
         self._start = 0.0
+        self._cpu_start = 0.0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -87,10 +96,48 @@ class StepTimer(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync()
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
+        if len(self.times) == self.warmup:  # the measured window starts: reset the hook clock
+            self.window_start = self._start
+            self.spent[0] = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync()
         self.times.append(time.perf_counter() - self._start)
+        self.cpu_times.append(time.process_time() - self._cpu_start)
+
+
+HOOKS = (
+    "setup",
+    "on_train_start",
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+    "on_train_end",
+)
+
+
+def time_hooks(callback: pl.Callback, spent: list[float]) -> pl.Callback:
+    """Wrap the callback's hooks so the seconds spent inside them add up in ``spent[0]``.
+
+    On the CPU all of GradFlowMonitor's work runs inside its hooks, so this measures its cost
+    within one run, free of the run-to-run noise of a shared machine.
+    """
+
+    def wrap(hook):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return timed
+
+    for name in HOOKS:
+        setattr(callback, name, wrap(getattr(callback, name)))
+    return callback
 
 
 class LightningGradNorm(pl.Callback):
@@ -135,8 +182,16 @@ def _callbacks(variant: str, hist_every: int) -> list[pl.Callback]:
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> list[float]:
-    """Train ``args.steps`` steps and return the step times after warm-up."""
+def run_variant(
+    variant: str, args: argparse.Namespace, workdir: Path
+) -> tuple[list[float], list[float], float]:
+    """Train ``args.steps`` steps.
+
+    Returns:
+        Wall and CPU step times after warm-up, and the time spent inside the monitor's own
+        hooks during those steps divided by the rest of their time (GradFlowMonitor variants;
+        else NaN).
+    """
     device = torch.device(args.device)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -144,7 +199,12 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> list[f
     x = torch.randn(n, args.seq_len, 8, generator=generator)
     y = x.mean(dim=(1, 2)).unsqueeze(1)
     loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size)
-    timer = StepTimer(device)
+    spent = [0.0]
+    timer = StepTimer(device, args.warmup, spent)
+    callbacks = _callbacks(variant, args.hist_every)
+    for callback in callbacks:
+        if isinstance(callback, GradFlowMonitor):
+            time_hooks(callback, spent)
     loggers = [
         TensorBoardLogger(workdir / variant, name="tb"),
         WandbLogger(save_dir=str(workdir / variant), offline=True, project="overhead"),
@@ -154,13 +214,14 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> list[f
         devices=1,
         max_steps=args.steps,
         logger=loggers,
-        callbacks=[*_callbacks(variant, args.hist_every), timer],
+        callbacks=[*callbacks, timer],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         log_every_n_steps=50,
     )
     trainer.fit(PreNormTransformer(depth=args.depth, d_model=args.d_model), loader)
+    window = sum(timer.times[args.warmup :])
     import wandb
 
     wandb.finish()
@@ -168,14 +229,15 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> list[f
     for logger in loggers:
         logger.finalize("success")
     gc.collect()
-    return timer.times[args.warmup :]
+    own = spent[0] / (window - spent[0]) if spent[0] else float("nan")
+    return timer.times[args.warmup :], timer.cpu_times[args.warmup :], own
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--hist-every", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=32)
@@ -190,39 +252,59 @@ def main() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB__DISABLE_STATS", "true")  # no system-monitor process competing
     variants = ["bare", "gradflow_default", "lightning_grad_norm", "wandb_watch", "gradflow_hist"]
-    means: dict[str, list[float]] = {v: [] for v in variants}
+    means: dict[str, dict[str, list[float]]] = {
+        v: {"wall": [], "cpu": [], "hooks": []} for v in variants
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for variant in variants:
-                times = run_variant(variant, args, Path(tmp) / f"r{repeat}")
-                means[variant].append(statistics.fmean(times))
-                print(f"repeat {repeat} {variant:<20} {1e3 * means[variant][-1]:8.2f} ms/step")
+                wall, cpu, own = run_variant(variant, args, Path(tmp) / f"r{repeat}")
+                means[variant]["hooks"].append(own)
+                means[variant]["wall"].append(statistics.fmean(wall))
+                means[variant]["cpu"].append(statistics.fmean(cpu))
+                print(
+                    f"repeat {repeat} {variant:<20} {1e3 * means[variant]['wall'][-1]:8.2f} ms/step"
+                    f" wall {1e3 * means[variant]['cpu'][-1]:8.2f} ms/step CPU"
+                )
     rows = []
     for variant in variants:
-        ratios = [m / b for m, b in zip(means[variant], means["bare"], strict=True)]
-        rows.append(
-            {
-                "variant": variant
-                if variant != "gradflow_hist"
-                else f"gradflow_hist_{args.hist_every}",
-                "ms_per_step": 1e3 * statistics.median(means[variant]),
-                "ratio_median": statistics.median(ratios),
-                "ratio_min": min(ratios),
-                "ratio_max": max(ratios),
-            }
-        )
-    overhead = {r["variant"]: r["ratio_median"] - 1.0 for r in rows}
-    watch = overhead["wandb_watch"]
-    ours = overhead[f"gradflow_hist_{args.hist_every}"]
-    print(f"\n{'variant':<22} {'ms/step':>8} {'ratio (median)':>15} {'range':>17}")
-    for r in rows:
-        spread = f"{r['ratio_min']:.3f}–{r['ratio_max']:.3f}"
-        print(f"{r['variant']:<22} {r['ms_per_step']:8.2f} {r['ratio_median']:15.3f} {spread:>17}")
-    factor = watch / ours if ours > 0 else float("inf")
+        row: dict[str, object] = {
+            "variant": variant.replace("gradflow_hist", f"gradflow_hist_{args.hist_every}")
+        }
+        for clock in ("wall", "cpu"):
+            ratios = [
+                m / b for m, b in zip(means[variant][clock], means["bare"][clock], strict=True)
+            ]
+            row[f"{clock}_ms"] = 1e3 * statistics.median(means[variant][clock])
+            row[f"{clock}_ratio"] = statistics.median(ratios)
+            row[f"{clock}_range"] = (min(ratios), max(ratios))
+        row["own_hooks_share"] = statistics.median(means[variant]["hooks"])
+        rows.append(row)
     print(
-        f"\noverhead with histograms every {args.hist_every} steps: "
-        f"wandb.watch {100 * watch:.1f} %, GradFlowMonitor {100 * ours:.1f} % ({factor:.1f}x less)"
+        f"\n{'variant':<22} {'wall ms':>8} {'wall ratio':>11} {'range':>13} "
+        f"{'CPU ms':>8} {'CPU ratio':>10} {'range':>13}"
     )
+    for r in rows:
+        print(
+            f"{r['variant']:<22} {r['wall_ms']:8.2f} {r['wall_ratio']:11.3f} "
+            f"{r['wall_range'][0]:6.3f}–{r['wall_range'][1]:.3f} {r['cpu_ms']:8.2f} "
+            f"{r['cpu_ratio']:10.3f} {r['cpu_range'][0]:6.3f}–{r['cpu_range'][1]:.3f} "
+            f"{100 * r['own_hooks_share']:9.2f}%"
+        )
+    print(
+        "own hooks: time inside GradFlowMonitor's hooks / the rest of training, same run "
+        "(all of its CPU work; the A/B ratios also carry run-to-run noise)"
+    )
+    by_name = {r["variant"]: r for r in rows}
+    for clock in ("wall", "cpu"):
+        watch = by_name["wandb_watch"][f"{clock}_ratio"] - 1.0
+        ours = by_name[f"gradflow_hist_{args.hist_every}"][f"{clock}_ratio"] - 1.0
+        factor = f"{watch / ours:.1f}x less" if ours > 0 else "no measurable overhead"
+        print(
+            f"{clock}: overhead with histograms every {args.hist_every} steps: "
+            f"wandb.watch {100 * watch:+.1f} %, GradFlowMonitor {100 * ours:+.1f} % ({factor}); "
+            f"defaults {100 * (by_name['gradflow_default'][f'{clock}_ratio'] - 1):+.1f} %"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)

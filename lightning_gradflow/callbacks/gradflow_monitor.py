@@ -163,6 +163,7 @@ class GradFlowMonitor(Callback):
         self.linear_histogram_bins = linear_histogram_bins
         self.histogram_bins = histogram_bins or LogBins()
         self.sharded = sharded
+        self._sharded = bool(sharded)
         self.check_every_n_steps = check_every_n_steps
         self.detector_config = detectors or DetectorConfig()
         self._detectors = GradientDetectors(
@@ -214,10 +215,11 @@ class GradFlowMonitor(Callback):
             return
         self._log_every = self.log_every_n_steps or trainer.log_every_n_steps or 1
         self._check_every = self.check_every_n_steps or self._log_every
-        if self.sharded is None:
-            from pytorch_lightning.strategies import FSDPStrategy
+        from pytorch_lightning.strategies import FSDPStrategy
 
-            self.sharded = isinstance(trainer.strategy, FSDPStrategy)
+        self._sharded = (
+            isinstance(trainer.strategy, FSDPStrategy) if self.sharded is None else self.sharded
+        )
         self._writers = self._find_writers(trainer)
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective: call on all ranks
         if trainer.is_global_zero:
@@ -225,8 +227,8 @@ class GradFlowMonitor(Callback):
         if not trainer.loggers:
             rank_zero_warn(
                 "GradFlowMonitor: the Trainer has no logger, so gradient norms, histograms and "
-                "pictures are computed but not shown. Pass `logger=TensorBoardLogger(...)` "
-                "(or WandbLogger/CSVLogger) to see them."
+                "pictures are computed but not shown (alerts still work). Pass "
+                "`logger=TensorBoardLogger(...)` (or WandbLogger/CSVLogger) to see them."
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -270,7 +272,7 @@ class GradFlowMonitor(Callback):
                 self.layers,
                 bins=self.histogram_bins,
                 linear_bins=self.linear_histogram_bins,
-                sharded=bool(self.sharded),
+                sharded=self._sharded,
             )
         return self._collector
 
