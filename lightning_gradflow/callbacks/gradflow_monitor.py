@@ -140,7 +140,7 @@ class GradFlowMonitor(Callback):
         on_alert: Action = "warn",
         actions: Mapping[str, Action] | None = None,
         check_every_n_steps: int | None = None,
-        probe_every_n_steps: int | None = 100,
+        probe_every_n_steps: int | None = 500,
         probes: ProbeConfig | None = None,
     ) -> None:
         _check_interval("log_every_n_steps", log_every_n_steps)

@@ -60,8 +60,9 @@ def squared_norms_by_layer(
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
     by_device: dict[torch.device, tuple[list[Tensor], list[int]]] = {}
+    strided = torch.strided
     for tensor, index in zip(tensors, layer_index, strict=True):
-        values = dense_values(tensor)
+        values = tensor if tensor.layout == strided else dense_values(tensor)
         group = by_device.setdefault(values.device, ([], []))
         group[0].append(values)
         group[1].append(index)
