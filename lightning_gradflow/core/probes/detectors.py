@@ -33,7 +33,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -142,24 +142,17 @@ class ProbeDetectors:
             for name, share in stats.dead_relu.items()
             if stats.relu_rows[name] >= cfg.dead_relu_min_rows and share > cfg.dead_relu_threshold
         ]
-        names = self._persisting("dead_relu", hits)
-        if not names:
-            return []
-        worst = max(stats.dead_relu[n] for n in names)
-        parts = [
-            f"{n}: {stats.dead_relu[n]:.0%} of units dead (zero on all {stats.relu_rows[n]} rows)"
-            for n in names
-        ]
-        return [
-            {
-                "severity": "critical" if worst >= _EXTREME_SHARE else "warning",
-                "layers": tuple(names),
-                "value": worst,
-                "threshold": cfg.dead_relu_threshold,
-                "message": f"{_shown(parts)} for {cfg.patience}+ probe steps",
-                "details": {"dead_share": {n: stats.dead_relu[n] for n in names}},
-            }
-        ]
+        return self._share_alert(
+            "dead_relu",
+            hits,
+            stats.dead_relu,
+            cfg.dead_relu_threshold,
+            lambda n: (
+                f"{n}: {stats.dead_relu[n]:.0%} of units dead "
+                f"(zero on all {stats.relu_rows[n]} rows)"
+            ),
+            "dead_share",
+        )
 
     def _saturation(self, stats: ProbeStats) -> list[dict[str, Any]]:
         cfg = self.config
@@ -168,22 +161,38 @@ class ProbeDetectors:
             for name, share in stats.saturation.items()
             if name not in stats.output_layers and share > cfg.saturation_threshold
         ]
-        names = self._persisting("saturation", hits)
+        return self._share_alert(
+            "saturation",
+            hits,
+            stats.saturation,
+            cfg.saturation_threshold,
+            lambda n: f"{n} ({stats.kinds[n]}): {stats.saturation[n]:.0%} of activations saturated",
+            "saturated_share",
+        )
+
+    def _share_alert(
+        self,
+        family: str,
+        hits: list[str],
+        shares: dict[str, float],
+        threshold: float,
+        describe: Callable[[str], str],
+        detail_key: str,
+    ) -> list[dict[str, Any]]:
+        """One alert for the layers whose share stayed above ``threshold`` for ``patience``."""
+        names = self._persisting(family, hits)
         if not names:
             return []
-        worst = max(stats.saturation[n] for n in names)
-        parts = [
-            f"{n} ({stats.kinds[n]}): {stats.saturation[n]:.0%} of activations saturated"
-            for n in names
-        ]
+        worst = max(shares[n] for n in names)
         return [
             {
                 "severity": "critical" if worst >= _EXTREME_SHARE else "warning",
                 "layers": tuple(names),
                 "value": worst,
-                "threshold": cfg.saturation_threshold,
-                "message": f"{_shown(parts)} for {cfg.patience}+ probe steps",
-                "details": {"saturated_share": {n: stats.saturation[n] for n in names}},
+                "threshold": threshold,
+                "message": f"{_shown([describe(n) for n in names])} for "
+                f"{self.config.patience}+ probe steps",
+                "details": {detail_key: {n: shares[n] for n in names}},
             }
         ]
 
