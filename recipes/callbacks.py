@@ -36,39 +36,28 @@ class RunSummary(Callback):
         output_dir: where rank zero writes ``gradflow_summary.json`` at the end of training.
         config: the resolved run config, logged once as hyperparameters to every logger.
 
-    ``grad_norm_max`` is the largest total gradient norm seen in ``on_before_optimizer_step``
-    (what the monitor judges: before clipping); ``applied_grad_norm_max`` the largest after
-    clipping, i.e. what the optimizer used. Non-finite norms are counted, not maximised.
+    ``grad_norm_max`` and ``nonfinite_grad_steps`` (before clipping) come from the monitor's
+    :meth:`~lightning_gradflow.GradFlowMonitor.gradient_summary`; this callback adds
+    ``applied_grad_norm_max``, the largest total norm after clipping, i.e. what the optimizer
+    used (measured at batch end, on device, only on steps that took an optimizer step).
     """
 
     def __init__(self, output_dir: str | Path, config: Mapping[str, Any] | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.config = dict(config or {})
-        self._raw: torch.Tensor | None = None
         self._applied: torch.Tensor | None = None
-        self._nonfinite: torch.Tensor | None = None
         self._stepped = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._raw = self._applied = self._nonfinite = None
+        self._applied = None
         self._stepped = False
         if trainer.is_global_zero and self.config:
             for logger in trainer.loggers:
                 logger.log_hyperparams(self.config)
 
-    def _track(self, current: torch.Tensor | None, norm: torch.Tensor) -> torch.Tensor:
-        value = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
-        return value if current is None else torch.maximum(current, value)
-
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        norm = _grad_norm(pl_module)
-        if norm is None:
-            return
-        self._raw = self._track(self._raw, norm)
-        bad = (~torch.isfinite(norm)).long()
-        self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad
         self._stepped = True
 
     def on_train_batch_end(
@@ -84,16 +73,17 @@ class RunSummary(Callback):
         self._stepped = False
         norm = _grad_norm(pl_module)  # after clipping; zeroed only before the next backward
         if norm is not None:
-            self._applied = self._track(self._applied, norm)
+            norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+            self._applied = norm if self._applied is None else torch.maximum(self._applied, norm)
 
     def summary(self, trainer: pl.Trainer) -> dict[str, Any]:
         """Gradient summary of the run's GradFlowMonitor plus alerts and training progress."""
         monitor = next((c for c in trainer.callbacks if isinstance(c, GradFlowMonitor)), None)
         out: dict[str, Any] = {
             "monitored": monitor is not None,
-            "grad_norm_max": _item(self._raw),
+            "grad_norm_max": None,
             "applied_grad_norm_max": _item(self._applied),
-            "nonfinite_grad_steps": 0 if self._nonfinite is None else int(self._nonfinite.item()),
+            "nonfinite_grad_steps": None,
             "steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "alert_counts": {},

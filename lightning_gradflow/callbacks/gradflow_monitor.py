@@ -190,6 +190,8 @@ class GradFlowMonitor(Callback):
         self._band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._log_sum: np.ndarray | None = None
         self._log_count: np.ndarray | None = None
+        self._max_total = float("nan")
+        self._nonfinite_steps = 0
         self._warned_no_matplotlib = False
 
     @property
@@ -235,6 +237,8 @@ class GradFlowMonitor(Callback):
         self._collector = None
         self._band = None
         self._log_sum = self._log_count = None
+        self._max_total = float("nan")
+        self._nonfinite_steps = 0
         self._recorder = ForwardOrderRecorder(pl_module)
         self._probed_step = None
         if self.probe_every_n_steps is not None:
@@ -461,6 +465,10 @@ class GradFlowMonitor(Callback):
         self._log_count[usable] += 1
         nonfinite = np.zeros(len(norms), dtype=bool)
         nonfinite[record.nonfinite_layers] = True
+        if nonfinite.any():
+            self._nonfinite_steps += 1
+        elif np.isfinite(record.total_norm):
+            self._max_total = float(np.fmax(self._max_total, record.total_norm))
         if self._band is None:
             self._band = (norms.copy(), norms.copy(), nonfinite)
             return
@@ -538,7 +546,9 @@ class GradFlowMonitor(Callback):
         Returns:
             ``layers`` (names in depth order), ``mean_log10_norm`` (per layer, ``None`` where a
             layer never had a usable gradient), ``first_last_ratio`` and ``gamma`` of the depth
-            fit (``None`` with fewer than two usable layers), ``alert_counts``.
+            fit (``None`` with fewer than two usable layers), ``grad_norm_max`` (largest finite
+            global norm of a step, before clipping; ``None`` before any step),
+            ``nonfinite_grad_steps`` (steps with a NaN/Inf gradient) and ``alert_counts``.
 
         Example:
             >>> GradFlowMonitor().gradient_summary()["first_last_ratio"] is None
@@ -556,6 +566,8 @@ class GradFlowMonitor(Callback):
             "mean_log10_norm": [None if not np.isfinite(m) else float(m) for m in means],
             "first_last_ratio": None if fit is None else fit.first_last_ratio,
             "gamma": None if fit is None else fit.gamma,
+            "grad_norm_max": self._max_total if np.isfinite(self._max_total) else None,
+            "nonfinite_grad_steps": self._nonfinite_steps,
             "alert_counts": self.alert_counts,
         }
 

@@ -155,6 +155,11 @@ def test_nan_gradients_are_reported_not_raised(tmp_path):
     )
     assert len(monitor.records[1].nonfinite_layers) == 3
     assert monitor.records[1].loss != monitor.records[1].loss  # NaN loss recorded as NaN
+    summary = monitor.gradient_summary()
+    bad = [r.step for r in monitor.records if len(r.nonfinite_layers)]
+    assert bad == [1, 2]  # the NaN step's update corrupts the weights for the next step
+    assert summary["nonfinite_grad_steps"] == 2
+    assert summary["grad_norm_max"] == monitor.records[0].total_norm
 
 
 def test_no_logger_warns_once_and_keeps_computing():
