@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         trainer.fit(forecaster, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_s = time.perf_counter() - start
+        _release_process_group()
         if not trainer.is_global_zero:
             return None  # rank zero tests on one device and writes every file
         metrics = _score(cfg, trainer, forecaster, datamodule)
@@ -168,13 +169,24 @@ def _test(
     if trainer.num_devices * trainer.num_nodes == 1:
         trainer.test(forecaster, datamodule=datamodule, ckpt_path=best, verbose=False)
         return
-    # the other ranks have left after fit: drop the process group and test here alone
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    # the other ranks have left after fit (the process group is gone): test here alone
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)
         forecaster.load_state_dict(state["state_dict"])
     _single_device_trainer(cfg).test(forecaster, datamodule=datamodule, verbose=False)
+
+
+def _release_process_group() -> None:
+    """End DDP after a successful fit on every rank, while the interpreter is fully alive.
+
+    Lightning leaves the group alive; a gloo group destroyed only at interpreter exit can abort
+    the process (pytorch#190489). Not done after a failed fit: another rank may still be inside
+    a collective.
+    """
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _single_device_trainer(cfg: DictConfig) -> Any:

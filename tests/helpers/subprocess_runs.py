@@ -1,4 +1,4 @@
-"""Run a test script as a fresh Python process (real multi-process DDP needs one)."""
+"""Run a test script as a fresh Python process (real multi-process DDP needs one), and end one."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,3 +26,13 @@ def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.Comple
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def release_process_group() -> None:
+    """Destroy the default process group at the end of a DDP script.
+
+    Lightning leaves it alive after ``fit``; a gloo group still alive at interpreter exit can
+    abort the process ("terminate called without an active exception", pytorch#190489).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

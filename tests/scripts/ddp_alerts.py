@@ -16,6 +16,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from lightning_gradflow import GradFlowMonitor, GradientPathologyError
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
+from tests.helpers.subprocess_runs import release_process_group
 
 NAN_STEP = 5
 
@@ -46,6 +47,7 @@ def main(out_dir: str, action: str) -> None:
         raised = "nonfinite" in str(error)
     result = {"step": trainer.global_step, "raised": raised, "alerts": len(monitor.alerts)}
     Path(out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+    release_process_group()
 
 
 if __name__ == "__main__":
