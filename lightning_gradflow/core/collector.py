@@ -31,9 +31,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
+from lightning_gradflow.core.histograms import (
+    LogBins,
+    linear_histogram,
+    log_magnitude_histogram,
+    max_magnitude,
+)
 from lightning_gradflow.core.layers import Layer
-from lightning_gradflow.core.norms import all_reduce_sum, squared_norms_by_layer
+from lightning_gradflow.core.norms import all_reduce_max, all_reduce_sum, squared_norms_by_layer
+from lightning_gradflow.core.sharding import has_dtensor, rank_contribution
 from lightning_gradflow.core.transfer import copy_to_host
 
 
@@ -90,8 +96,10 @@ class GradientCollector:
             :func:`~lightning_gradflow.core.layers.group_parameters`).
         bins: bins of the log-magnitude histograms.
         linear_bins: number of bins of the optional linear-value histogram (``None``: off).
-        sharded: parameters are sharded across ranks (FSDP): squared norms and histogram counts
-            are summed over the default process group before they are reported.
+        sharded: plain parameters are flat shards across ranks (FSDP1): squared norms and
+            histogram counts are summed over the default process group before they are
+            reported. ``DTensor`` parameters (FSDP2, tensor parallel) are always reduced that
+            way, each element counted once (see :mod:`~lightning_gradflow.core.sharding`).
     """
 
     def __init__(
@@ -107,6 +115,7 @@ class GradientCollector:
         self.bins = bins or LogBins()
         self.linear_bins = linear_bins
         self.sharded = sharded
+        self._reduced = sharded or has_dtensor(p for layer in self.layers for p in layer.params)
         self._layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.params}
         self._index_cache: dict[tuple, Tensor] = {}
         self._loss: Tensor | None = None
@@ -152,8 +161,8 @@ class GradientCollector:
         has_grad[[self._layer_of[id(p)] for p in with_grad]] = True
         pending = _Pending(step, optimizer_index, has_grad)
         device = self._device(known)
-        grads = [p.grad for p in with_grad]
-        index = [self._layer_of[id(p)] for p in with_grad]
+        grads = self._local([p.grad for p in with_grad])
+        index = self._indices(with_grad)
         to_reduce = {
             "grad_sq": squared_norms_by_layer(
                 grads, index, self.num_layers, device, self._index_cache
@@ -162,19 +171,19 @@ class GradientCollector:
         if weights:
             to_reduce["weight_sq"] = self._weight_sq(known, device)
         if histograms:
-            to_reduce["log_hist"] = self._log_histograms(with_grad, device)
-        if self.sharded:
+            to_reduce["log_hist"] = self._log_histograms(grads, index, device)
+            if self.linear_bins:
+                counts, pending.tensors["lin_max"] = self._linear_histograms(grads, index, device)
+                to_reduce["lin_hist"] = counts
+        if self._reduced:
             self._all_reduce(to_reduce)
         pending.tensors.update(to_reduce)
-        if histograms and self.linear_bins:
-            counts, maxabs = self._linear_histograms(with_grad, device)
-            pending.tensors["lin_hist"], pending.tensors["lin_max"] = counts, maxabs
         loss = self._loss
         self._loss = None
         if loss is not None:
             pending.tensors["loss"] = loss.to(device).reshape(1)
         if snapshot and known:
-            current = [p.detach() for p in known]
+            current = self._local([p.detach() for p in known])
             pending.snapshot = (current, torch._foreach_mul(current, 1.0), self._indices(known))
         self._pending.append(pending)
 
@@ -234,52 +243,65 @@ class GradientCollector:
     def _indices(self, params: Sequence[nn.Parameter]) -> list[int]:
         return [self._layer_of[id(p)] for p in params]
 
+    def _local(self, tensors: list[Tensor]) -> list[Tensor]:
+        """What this rank adds to the cross-rank sums (the tensors themselves when unsharded)."""
+        if not self._reduced:
+            return tensors
+        return [rank_contribution(t, plain_is_shard=self.sharded) for t in tensors]
+
     @staticmethod
     def _device(params: Sequence[Tensor]) -> torch.device:
         return params[0].device if params else torch.device("cpu")
 
     def _weight_sq(self, params: Sequence[nn.Parameter], device: torch.device) -> Tensor:
         return squared_norms_by_layer(
-            [p.detach() for p in params],
+            self._local([p.detach() for p in params]),
             self._indices(params),
             self.num_layers,
             device,
             self._index_cache,
         )
 
-    def _by_layer(self, params: Sequence[nn.Parameter]) -> list[list[Tensor]]:
-        grads: list[list[Tensor]] = [[] for _ in self.layers]
-        for p in params:
-            grads[self._layer_of[id(p)]].append(p.grad.to(self._device(params)))
-        return grads
+    def _by_layer(
+        self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device
+    ) -> list[list[Tensor]]:
+        layers: list[list[Tensor]] = [[] for _ in self.layers]
+        for grad, i in zip(grads, index, strict=True):
+            layers[i].append(grad.to(device))
+        return layers
 
-    def _log_histograms(self, params: Sequence[nn.Parameter], device: torch.device) -> Tensor:
+    def _log_histograms(
+        self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device
+    ) -> Tensor:
         rows = [
-            log_magnitude_histogram(grads, self.bins).to(device)
-            if grads
+            log_magnitude_histogram(layer, self.bins).to(device)
+            if layer
             else torch.zeros(self.bins.num_buckets, dtype=torch.float64, device=device)
-            for grads in self._by_layer(params)
+            for layer in self._by_layer(grads, index, device)
         ]
         return torch.stack(rows) if rows else torch.zeros(0, self.bins.num_buckets)
 
     def _linear_histograms(
-        self, params: Sequence[nn.Parameter], device: torch.device
+        self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device
     ) -> tuple[Tensor, Tensor]:
-        counts, maxima = [], []
-        for grads in self._by_layer(params):
-            if grads:
-                c, m = linear_histogram(grads, self.linear_bins)
-            else:
-                c = torch.zeros(self.linear_bins, dtype=torch.float64, device=device)
-                m = torch.zeros((), dtype=torch.float64, device=device)
-            counts.append(c.to(device))
-            maxima.append(m.to(device))
-        if not counts:
+        """Per-layer counts and ranges; under sharding the ranges are the maxima over ranks
+        (one extra all-reduce), so the ranks' counts share their bins and are summed."""
+        layers = self._by_layer(grads, index, device)
+        if not layers:
             return torch.zeros(0, self.linear_bins), torch.zeros(0)
-        return torch.stack(counts), torch.stack(maxima)
+        maxima = torch.stack([max_magnitude(layer).to(device) for layer in layers])
+        if self._reduced:
+            all_reduce_max(maxima)
+        counts = [
+            linear_histogram(layer, self.linear_bins, maxabs)[0].to(device)
+            if layer
+            else torch.zeros(self.linear_bins, dtype=torch.float64, device=device)
+            for layer, maxabs in zip(layers, maxima, strict=True)
+        ]
+        return torch.stack(counts), maxima
 
     def _all_reduce_one(self, tensor: Tensor) -> Tensor:
-        return all_reduce_sum(tensor) if self.sharded else tensor
+        return all_reduce_sum(tensor) if self._reduced else tensor
 
     @staticmethod
     def _all_reduce(tensors: dict[str, Tensor]) -> None:

@@ -104,23 +104,24 @@ def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
     return counts
 
 
-def linear_histogram(tensors: Sequence[Tensor], num_bins: int) -> tuple[Tensor, Tensor]:
+def linear_histogram(
+    tensors: Sequence[Tensor], num_bins: int, maxabs: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Counts of raw values over ``num_bins`` equal bins spanning ``[-m, m]``, on device.
 
-    ``m`` is the layer's largest finite magnitude, kept on the device so that no host sync is
-    needed; the caller builds the edges as ``linspace(-1, 1) * m`` after its single copy.
-    Non-finite values are left out (they are counted by :func:`log_magnitude_histogram`).
+    ``m`` is the layer's largest finite magnitude (or ``maxabs`` when given: the maximum over
+    all ranks, so that shards counted on different ranks share their bins and can be summed).
+    It stays on the device, so no host sync is needed; the caller builds the edges as
+    ``linspace(-1, 1) * m`` after its single copy. Non-finite values are left out (they are
+    counted by :func:`log_magnitude_histogram`).
 
     Returns:
         ``(counts, m)``: float64 counts of shape ``(num_bins,)`` and a 0-d float64 tensor.
     """
     device = tensors[0].device if tensors else torch.device("cpu")
-    flats = [dense_values(t).detach().reshape(-1).double() for t in tensors]
-    flats = [torch.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0) for f in flats]
-    maxabs = torch.zeros((), dtype=torch.float64, device=device)
-    for flat in flats:
-        if flat.numel():
-            maxabs = torch.maximum(maxabs, flat.abs().amax().to(device))
+    flats = [_finite_or_zero(t) for t in tensors]
+    if maxabs is None:
+        maxabs = max_magnitude(tensors)
     scale = torch.where(maxabs > 0, maxabs, torch.ones_like(maxabs))
     counts = torch.zeros(num_bins, dtype=torch.float64, device=device)
     for tensor, flat in zip(tensors, flats, strict=True):
@@ -128,3 +129,18 @@ def linear_histogram(tensors: Sequence[Tensor], num_bins: int) -> tuple[Tensor, 
         scaled = torch.where(finite, flat / scale.to(flat.device), float("nan"))
         counts += torch.histc(scaled, num_bins, -1.0, 1.0).to(device)
     return counts, maxabs
+
+
+def max_magnitude(tensors: Sequence[Tensor]) -> Tensor:
+    """Largest finite ``|value|`` over ``tensors`` as a 0-d float64 tensor (0 when none)."""
+    device = tensors[0].device if tensors else torch.device("cpu")
+    maxabs = torch.zeros((), dtype=torch.float64, device=device)
+    for flat in map(_finite_or_zero, tensors):
+        if flat.numel():
+            maxabs = torch.maximum(maxabs, flat.abs().amax().to(device))
+    return maxabs
+
+
+def _finite_or_zero(tensor: Tensor) -> Tensor:
+    flat = dense_values(tensor).detach().reshape(-1).double()
+    return torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)

@@ -100,3 +100,12 @@ def all_reduce_sum(tensor: Tensor, group: object | None = None) -> Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
+
+
+def all_reduce_max(tensor: Tensor, group: object | None = None) -> Tensor:
+    """Elementwise maximum of ``tensor`` in place over a process group (no-op without one)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
+    return tensor

@@ -119,41 +119,59 @@ def test_invalid_linear_bins():
         GradientCollector([], linear_bins=0)
 
 
-def _sharded_worker(rank: int, world: int, port: int, queue) -> None:
+def _flat_shards(model: nn.Module, rank: int) -> None:
+    """FSDP1 with ``use_orig_params``: each rank holds a plain flat slice of every parameter."""
+    for param in model.parameters():
+        flat_grad, flat = param.grad.flatten(), param.detach().flatten()
+        half = (flat.numel() + 1) // 2
+        part = slice(0, half) if rank == 0 else slice(half, None)
+        param.data = flat[part].clone()
+        param.grad = flat_grad[part].clone()
+
+
+def _dtensors(model: nn.Module, rank: int) -> None:
+    """FSDP2 / tensor parallel: DTensor shards and replicas, beside a plain replicated bias."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (2,))
+    placements = {"0.weight": Shard(0), "0.bias": Shard(0), "2.weight": Shard(1)}
+    placements |= {"2.bias": Replicate(), "4.weight": Shard(0)}  # 4.weight: rank 1 gets nothing
+    for name, placement in placements.items():
+        module_name, attr = name.split(".", 1)
+        module = model.get_submodule(module_name)
+        param = getattr(module, attr)
+        sharded = nn.Parameter(distribute_tensor(param.detach(), mesh, [placement]))
+        sharded.grad = distribute_tensor(param.grad, mesh, [placement])
+        setattr(module, attr, sharded)
+
+
+def _sharded_worker(rank: int, world: int, port: int, layout: str, queue) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        full = _model_with_grads()
-        shard = _model_with_grads()
-        for p_full, p_shard in zip(full.parameters(), shard.parameters(), strict=True):
-            flat_grad, flat = p_full.grad.flatten(), p_full.detach().flatten()
-            half = (flat.numel() + 1) // 2
-            part = slice(0, half) if rank == 0 else slice(half, None)
-            p_shard.data = flat[part].clone()
-            p_shard.grad = flat_grad[part].clone()
-        collector = GradientCollector(group_parameters(shard), sharded=True)
-        collector.capture(0, shard.parameters(), weights=True, histograms=True)
-        [record] = collector.flush()
-        reference = GradientCollector(group_parameters(full))
-        reference.capture(0, full.parameters(), weights=True, histograms=True)
-        [expected] = reference.flush()
-        queue.put(
-            (
-                rank,
-                record.layer_norms,
-                expected.layer_norms,
-                record.weight_norms,
-                expected.weight_norms,
-                record.log_histograms,
-                expected.log_histograms,
-            )
-        )
+        full, shard = _model_with_grads(), _model_with_grads()
+        (_flat_shards if layout == "flat" else _dtensors)(shard, rank)
+        records = []
+        for model, sharded in ((shard, layout == "flat"), (full, False)):
+            collector = GradientCollector(group_parameters(model), linear_bins=8, sharded=sharded)
+            collector.capture(0, model.parameters(), weights=True, histograms=True, snapshot=True)
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.mul_(0.5)
+            collector.after_optimizer_step()
+            [record] = collector.flush()
+            records.append(record)
+        queue.put((rank, *records))
     finally:
         dist.destroy_process_group()
 
 
-def test_sharded_norms_are_reduced_over_a_real_gloo_group():
+@pytest.mark.parametrize("layout", ["flat", "dtensor"])
+def test_sharded_statistics_equal_the_whole_models(layout):
+    """Summed over a real gloo group, each element counted once: norms, update ratios and both
+    histograms equal those of the unsharded model."""
     import socket
 
     with socket.socket() as s:
@@ -161,14 +179,21 @@ def test_sharded_norms_are_reduced_over_a_real_gloo_group():
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_sharded_worker, args=(r, 2, port, queue)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_sharded_worker, args=(r, 2, port, layout, queue)) for r in range(2)
+    ]
     for p in procs:
         p.start()
     results = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    for _, norms, ref, weights, ref_w, hist, ref_hist in results:
-        np.testing.assert_allclose(norms, ref, rtol=1e-6)
-        np.testing.assert_allclose(weights, ref_w, rtol=1e-6)
-        np.testing.assert_array_equal(hist, ref_hist)
+    for _, record, expected in results:
+        np.testing.assert_allclose(record.layer_norms, expected.layer_norms, rtol=1e-6)
+        np.testing.assert_allclose(record.weight_norms, expected.weight_norms, rtol=1e-6)
+        np.testing.assert_allclose(record.update_ratios, expected.update_ratios, rtol=1e-6)
+        assert record.total_norm == pytest.approx(expected.total_norm, rel=1e-6)
+        np.testing.assert_array_equal(record.log_histograms, expected.log_histograms)
+        counts, maxima = record.linear_histograms
+        np.testing.assert_array_equal(counts, expected.linear_histograms[0])
+        np.testing.assert_array_equal(maxima, expected.linear_histograms[1])
