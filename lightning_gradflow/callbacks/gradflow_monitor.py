@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from lightning_gradflow.core.alerting import AlertManager
 from lightning_gradflow.core.alerts import ALERT_KINDS, Action, Alert, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
+from lightning_gradflow.core.compiled import eager_forward
 from lightning_gradflow.core.detectors import (
     GRADIENT_KINDS,
     DetectorConfig,
@@ -99,8 +101,9 @@ class GradFlowMonitor(Callback):
             of the parameters for the duration of those steps).
         linear_histogram_bins: also log a histogram of raw gradient values with this many bins.
         histogram_bins: the log10 bins (default 1e-12 … 1e4, four per decade).
-        sharded: sum squared norms over ranks before reporting (FSDP); ``None`` detects
-            Lightning's ``FSDPStrategy``.
+        sharded: plain parameters are FSDP1 shards: sum squared norms and histogram counts
+            over ranks before reporting; ``None`` detects Lightning's ``FSDPStrategy``.
+            ``DTensor`` parameters (FSDP2, tensor parallel) are detected and reduced anyway.
         detectors: thresholds of the gradient detectors (:class:`DetectorConfig`).
         disable: alert kinds not to detect, e.g. ``("always_clipping",)``.
         on_alert: ``"warn"`` (console, loggers, file), ``"stop"`` (also end training on every
@@ -177,6 +180,7 @@ class GradFlowMonitor(Callback):
         self._probes: ActivationProbes | None = None
         self._probed_step: int | None = None
         self._probe_pending = False
+        self._eager: ExitStack | None = None
         self._manager = AlertManager(on_alert, actions, self.detector_config.cooldown_steps)
         self._alerts_path: Path | None = None
         self.layers: list[Layer] = []
@@ -258,6 +262,17 @@ class GradFlowMonitor(Callback):
             self._probed_step = step
             self._probes.attach(histograms=self._due(step, self.histogram_every_n_steps))
             self._probe_pending = True
+        hooked = self._recorder is not None or (
+            self._probes is not None and self._probes.is_attached
+        )
+        if hooked and self._eager is None:  # a compiled model would not call the hooks
+            self._eager = ExitStack()
+            self._eager.enter_context(eager_forward())
+
+    def _end_eager(self) -> None:
+        if self._eager is not None:
+            self._eager.close()
+            self._eager = None
 
     def _ensure_collector(self, pl_module: pl.LightningModule) -> GradientCollector:
         if self._collector is None:
@@ -307,6 +322,7 @@ class GradFlowMonitor(Callback):
         if self._probes is not None:
             self._probes.detach()  # before backward: activation checkpointing re-runs forwards
         self._ensure_collector(pl_module).add_loss(loss)
+        self._end_eager()
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -345,6 +361,7 @@ class GradFlowMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        self._end_eager()  # a step without backward (training_step returned None)
         probe_alerts = self._handle_probes(trainer) if self._probe_pending else []
         if self._collector is None:
             return
@@ -363,6 +380,12 @@ class GradFlowMonitor(Callback):
             self._recorder = None
         if self._probes is not None:
             self._probes.detach()
+        self._end_eager()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._end_eager()
 
     # --- reporting --------------------------------------------------------------------------
 
