@@ -38,7 +38,7 @@ from lightning_gradflow.core.histograms import (
     max_magnitude,
 )
 from lightning_gradflow.core.layers import Layer
-from lightning_gradflow.core.norms import all_reduce_max, all_reduce_sum, squared_norms_by_layer
+from lightning_gradflow.core.norms import all_reduce, squared_norms_by_layer
 from lightning_gradflow.core.sharding import has_dtensor, rank_contribution
 from lightning_gradflow.core.transfer import copy_to_host
 
@@ -157,12 +157,12 @@ class GradientCollector:
         """
         known = [p for p in params if id(p) in self._layer_of]
         with_grad = [p for p in known if p.grad is not None]
+        index = self._indices(with_grad)
         has_grad = np.zeros(self.num_layers, dtype=bool)
-        has_grad[[self._layer_of[id(p)] for p in with_grad]] = True
+        has_grad[index] = True
         pending = _Pending(step, optimizer_index, has_grad)
         device = self._device(known)
         grads = self._local([p.grad for p in with_grad])
-        index = self._indices(with_grad)
         to_reduce = {
             "grad_sq": squared_norms_by_layer(
                 grads, index, self.num_layers, device, self._index_cache
@@ -289,25 +289,25 @@ class GradientCollector:
         layers = self._by_layer(grads, index, device)
         if not layers:
             return torch.zeros(0, self.linear_bins), torch.zeros(0)
-        maxima = torch.stack([max_magnitude(layer).to(device) for layer in layers])
+        shared: list[Tensor | None] = [None] * len(layers)
         if self._reduced:
-            all_reduce_max(maxima)
-        counts = [
-            linear_histogram(layer, self.linear_bins, maxabs)[0].to(device)
-            if layer
-            else torch.zeros(self.linear_bins, dtype=torch.float64, device=device)
-            for layer, maxabs in zip(layers, maxima, strict=True)
+            maxima = torch.stack([max_magnitude(layer).to(device) for layer in layers])
+            shared = list(all_reduce(maxima, "max"))
+        results = [
+            linear_histogram(layer, self.linear_bins, maxabs)
+            for layer, maxabs in zip(layers, shared, strict=True)
         ]
-        return torch.stack(counts), maxima
+        counts = torch.stack([c.to(device) for c, _ in results])
+        return counts, torch.stack([m.to(device) for _, m in results])
 
     def _all_reduce_one(self, tensor: Tensor) -> Tensor:
-        return all_reduce_sum(tensor) if self._reduced else tensor
+        return all_reduce(tensor) if self._reduced else tensor
 
     @staticmethod
     def _all_reduce(tensors: dict[str, Tensor]) -> None:
         names = list(tensors)
         flat = torch.cat([tensors[n].reshape(-1) for n in names])
-        all_reduce_sum(flat)
+        all_reduce(flat)
         offset = 0
         for name in names:
             size = tensors[name].numel()
@@ -327,6 +327,6 @@ class GradientCollector:
         if len(has) != len(pendings):
             return
         losses = torch.cat([p.tensors["loss"] for p in has])
-        all_reduce_sum(losses)
+        all_reduce(losses)
         for p, loss in zip(has, losses / world, strict=True):
             p.tensors["loss"] = loss.reshape(1)

@@ -91,9 +91,7 @@ def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
     implicit_zeros = sum(t.numel() - f.numel() for t, f in zip(tensors, flats, strict=True))
     dtype = torch.float32 if sum(f.numel() for f in flats) < _FLOAT32_EXACT else torch.float64
     flat = torch.cat([f.to(device=device, dtype=dtype) for f in flats])  # one pass per layer
-    magnitude = (
-        flat.abs_() if len(flats) > 1 or flat.data_ptr() != flats[0].data_ptr() else (flat.abs())
-    )
+    magnitude = flat.abs_()  # torch.cat always copies: the gradients are untouched
     finite = torch.isfinite(magnitude)
     nonzero = magnitude != 0
     logs = torch.where(finite & nonzero, magnitude.log10(), float("nan"))
@@ -119,28 +117,30 @@ def linear_histogram(
         ``(counts, m)``: float64 counts of shape ``(num_bins,)`` and a 0-d float64 tensor.
     """
     device = tensors[0].device if tensors else torch.device("cpu")
-    flats = [_finite_or_zero(t) for t in tensors]
+    flats = [_flat64(t) for t in tensors]
     if maxabs is None:
-        maxabs = max_magnitude(tensors)
+        maxabs = _largest_finite(flats, device)
     scale = torch.where(maxabs > 0, maxabs, torch.ones_like(maxabs))
     counts = torch.zeros(num_bins, dtype=torch.float64, device=device)
-    for tensor, flat in zip(tensors, flats, strict=True):
-        finite = torch.isfinite(dense_values(tensor).detach().reshape(-1))
-        scaled = torch.where(finite, flat / scale.to(flat.device), float("nan"))
-        counts += torch.histc(scaled, num_bins, -1.0, 1.0).to(device)
+    for flat in flats:  # histc drops NaN and ±Inf: non-finite values are left out
+        counts += torch.histc(flat / scale.to(flat.device), num_bins, -1.0, 1.0).to(device)
     return counts, maxabs
 
 
 def max_magnitude(tensors: Sequence[Tensor]) -> Tensor:
     """Largest finite ``|value|`` over ``tensors`` as a 0-d float64 tensor (0 when none)."""
     device = tensors[0].device if tensors else torch.device("cpu")
+    return _largest_finite([_flat64(t) for t in tensors], device)
+
+
+def _flat64(tensor: Tensor) -> Tensor:
+    return dense_values(tensor).detach().reshape(-1).double()
+
+
+def _largest_finite(flats: Sequence[Tensor], device: torch.device) -> Tensor:
     maxabs = torch.zeros((), dtype=torch.float64, device=device)
-    for flat in map(_finite_or_zero, tensors):
+    for flat in flats:
         if flat.numel():
-            maxabs = torch.maximum(maxabs, flat.abs().amax().to(device))
+            finite = torch.nan_to_num(flat.abs(), nan=0.0, posinf=0.0)
+            maxabs = torch.maximum(maxabs, finite.amax().to(device))
     return maxabs
-
-
-def _finite_or_zero(tensor: Tensor) -> Tensor:
-    flat = dense_values(tensor).detach().reshape(-1).double()
-    return torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -89,8 +90,11 @@ def squared_norms_by_layer(
     return out
 
 
-def all_reduce_sum(tensor: Tensor, group: object | None = None) -> Tensor:
-    """Sum ``tensor`` in place over a process group (no-op without one).
+def all_reduce(
+    tensor: Tensor, op: Literal["sum", "max"] = "sum", group: object | None = None
+) -> Tensor:
+    """Sum (or take the elementwise maximum of) ``tensor`` in place over a process group; a
+    no-op without one.
 
     Used for sharded parameters (FSDP): each rank holds a shard of every gradient, so the squared
     norm of a layer is the sum of the ranks' squared shard norms.
@@ -98,14 +102,6 @@ def all_reduce_sum(tensor: Tensor, group: object | None = None) -> Tensor:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
-    return tensor
-
-
-def all_reduce_max(tensor: Tensor, group: object | None = None) -> Tensor:
-    """Elementwise maximum of ``tensor`` in place over a process group (no-op without one)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
+        reduce_op = dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX
+        dist.all_reduce(tensor, op=reduce_op, group=group)
     return tensor

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gradflow.core.norms import all_reduce_sum
+from lightning_gradflow.core.norms import all_reduce
 
 
 def copy_to_host(
@@ -42,7 +42,7 @@ def copy_to_host(
     layout = [(i, name, tuple(t.shape)) for i, g in enumerate(groups) for name, t in g.items()]
     buffer = torch.cat([t.reshape(-1).to(device=device, dtype=torch.float64) for t in tensors])
     if all_ranks:
-        all_reduce_sum(buffer)
+        all_reduce(buffer)
     host = buffer.cpu().numpy()
     values: list[dict[str, np.ndarray]] = [{} for _ in groups]
     offset = 0

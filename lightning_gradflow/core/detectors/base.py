@@ -17,7 +17,6 @@ import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.config import DetectorConfig
 
 MAX_NAMES_IN_MESSAGE = 5
 
@@ -98,7 +97,3 @@ def usable_norms(record: StepRecord) -> np.ndarray:
     norms = record.layer_norms
     ok = record.has_grad & np.isfinite(norms) & (norms > 0)
     return np.where(ok, norms, np.nan)
-
-
-def make_config(config: DetectorConfig | None) -> DetectorConfig:
-    return config if config is not None else DetectorConfig()
