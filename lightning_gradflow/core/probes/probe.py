@@ -289,12 +289,19 @@ class ActivationProbes:
 
     @staticmethod
     def _to_host(records: list[_Record], all_ranks: bool) -> list[dict[str, np.ndarray]]:
-        groups = []
-        for record in records:
-            device = next(iter(record.tensors.values())).device if record.tensors else None
-            count = torch.tensor(float(record.count), dtype=torch.float64, device=device)
-            groups.append({**record.tensors, "count": count})
-        return copy_to_host(groups, all_ranks=all_ranks)
+        """One copy of every record's tensors; the host-side counts join the device buffer
+        only when they are summed over ranks."""
+        counts = np.array([float(r.count) for r in records])
+        groups: list[dict[str, Tensor]] = [r.tensors for r in records]
+        if all_ranks:
+            device = next((t.device for r in records for t in r.tensors.values()), None)
+            groups.append({"count": torch.from_numpy(counts).to(device)})
+        values = copy_to_host(groups, all_ranks=all_ranks)
+        if all_ranks:
+            counts = values.pop()["count"]
+        for value, count in zip(values, counts, strict=True):
+            value["count"] = count
+        return values
 
     def _stats(self, records: list[_Record], values: list[dict[str, np.ndarray]]) -> ProbeStats:
         bins = self.config.histogram_bins
@@ -327,7 +334,7 @@ class ActivationProbes:
             else:
                 samples = float(value["samples"])
                 stats.effective_rank[name] = float(value["rank"]) / samples if samples else np.nan
-                stats.block_tokens[name] = int(count)
+                stats.block_tokens[name] = record.count  # a sequence length: never summed
         return stats
 
 

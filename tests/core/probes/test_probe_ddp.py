@@ -76,5 +76,6 @@ def test_all_ranks_statistics_equal_the_whole_batch():
         assert reduced.relu_rows == full.relu_rows
         assert reduced.saturation == pytest.approx(full.saturation)
         assert reduced.effective_rank == pytest.approx(full.effective_rank)
+        assert reduced.block_tokens == full.block_tokens == {"1": 6}  # lengths, not summed
         for name, heads in full.attention_entropy.items():
             np.testing.assert_allclose(reduced.attention_entropy[name], heads, rtol=1e-6)
