@@ -30,12 +30,19 @@ class DepthFit:
             way back from output to input (< 1: vanishing towards the input; > 1: growing).
         first_last_ratio: norm of the first layer divided by norm of the last.
         num_layers: layers that entered the fit (finite, positive norms).
+        first: index of the first layer that entered the fit.
+        last: index of the last layer that entered the fit.
+        fitted_ratio: the first/last ratio the fitted line predicts, ``10 ** -(slope *
+            (last - first))``: unlike ``first_last_ratio``, not set by one odd layer.
     """
 
     slope: float
     gamma: float
     first_last_ratio: float
     num_layers: int
+    first: int
+    last: int
+    fitted_ratio: float
 
 
 def fit_depth_profile(norms: np.ndarray) -> DepthFit | None:
@@ -59,4 +66,7 @@ def fit_depth_profile(norms: np.ndarray) -> DepthFit | None:
         gamma=float(10.0 ** (-slope)),
         first_last_ratio=float(norms[depth[0]] / norms[depth[-1]]),
         num_layers=int(depth.size),
+        first=int(depth[0]),
+        last=int(depth[-1]),
+        fitted_ratio=float(10.0 ** (-slope * float(depth[-1] - depth[0]))),
     )

@@ -97,8 +97,7 @@ class ExplodingDetector:
         if fit is None:
             self._depth_streak = 0
             return None
-        idx = np.flatnonzero(np.isfinite(norms))
-        fitted = 10.0 ** (-fit.slope * float(idx[-1] - idx[0]))
+        fitted = fit.fitted_ratio
         hit = (
             fit.first_last_ratio > cfg.exploding_depth_ratio and fitted > cfg.exploding_depth_ratio
         )
@@ -107,15 +106,16 @@ class ExplodingDetector:
             return None
         with np.errstate(invalid="ignore"):
             big = norms > float(np.nanmin(norms)) * cfg.exploding_depth_ratio
-        layers = [ctx.layer_names[i] for i in np.flatnonzero(big)] or [ctx.layer_names[idx[0]]]
-        first, last = ctx.layer_names[idx[0]], ctx.layer_names[idx[-1]]
+        layers = [ctx.layer_names[i] for i in np.flatnonzero(big)] or [ctx.layer_names[fit.first]]
+        first, last = ctx.layer_names[fit.first], ctx.layer_names[fit.last]
         ratio = fit.first_last_ratio
         return self._alert(
             record, ctx, "depth",
             "critical" if ratio > cfg.exploding_depth_ratio**2 else "warning",
             layers, ratio, cfg.exploding_depth_ratio,
-            f"growth with depth: gradient norm grows from {norms[idx[-1]]:.2g} at {last} to "
-            f"{norms[idx[0]]:.2g} at {first} (ratio {ratio:.1e} > {cfg.exploding_depth_ratio:g}; "
+            f"growth with depth: gradient norm grows from {norms[fit.last]:.2g} at {last} to "
+            f"{norms[fit.first]:.2g} at {first} "
+            f"(ratio {ratio:.1e} > {cfg.exploding_depth_ratio:g}; "
             f"γ = {fit.gamma:.3g} per layer) for {cfg.patience}+ steps",
             {"gamma": fit.gamma, "first_last_ratio": ratio, "fitted_ratio": fitted},
         )  # fmt: skip

@@ -44,34 +44,30 @@ class VanishingDetector:
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
         cfg = self.config
         norms = usable_norms(record)
-        idx = np.flatnonzero(np.isfinite(norms))
         fit = fit_depth_profile(norms)
         if fit is None:
             self._depth_streak = self._floor_streak = 0
             return []
-        observed = fit.first_last_ratio
-        fitted = 10.0 ** (-fit.slope * float(idx[-1] - idx[0]))
+        observed, fitted = fit.first_last_ratio, fit.fitted_ratio
         depth_hit = observed < cfg.vanishing_depth_ratio and fitted < cfg.vanishing_depth_ratio
         largest = float(np.nanmax(norms))
         with np.errstate(invalid="ignore"):
-            low = (norms < cfg.vanishing_floor) & (norms < largest * cfg.vanishing_depth_ratio)
+            below = norms < largest * cfg.vanishing_depth_ratio
+            low = below & (norms < cfg.vanishing_floor)
         self._depth_streak = self._depth_streak + 1 if depth_hit else 0
         self._floor_streak = self._floor_streak + 1 if low.any() else 0
         depth_on = self._depth_streak >= cfg.patience
         floor_on = self._floor_streak >= cfg.patience
         if not (depth_on or floor_on):
             return []
-        with np.errstate(invalid="ignore"):
-            below = norms < largest * cfg.vanishing_depth_ratio
-        names = [ctx.layer_names[i] for i in np.flatnonzero(below | low)]
-        if not names:
-            names = [ctx.layer_names[idx[0]]]
-        first, last = ctx.layer_names[idx[0]], ctx.layer_names[idx[-1]]
+        names = [ctx.layer_names[i] for i in np.flatnonzero(below)] or [ctx.layer_names[fit.first]]
+        first, last = ctx.layer_names[fit.first], ctx.layer_names[fit.last]
         parts = []
         if depth_on:
             parts.append(
-                f"gradient norm falls from {norms[idx[-1]]:.2g} at {last} to {norms[idx[0]]:.2g} "
-                f"at {first} (ratio {observed:.1e} < {cfg.vanishing_depth_ratio:g}; "
+                f"gradient norm falls from {norms[fit.last]:.2g} at {last} to "
+                f"{norms[fit.first]:.2g} at {first} "
+                f"(ratio {observed:.1e} < {cfg.vanishing_depth_ratio:g}; "
                 f"γ = {fit.gamma:.3g} per layer over {fit.num_layers} layers)"
             )
         if floor_on:
