@@ -52,6 +52,7 @@ from lightning_gradflow.core.probes import (
     ProbeDetectors,
     ProbeStats,
 )
+from lightning_gradflow.core.validation import check_kinds, fail
 from lightning_gradflow.writers.base import Writer
 
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -67,7 +68,7 @@ def _check_interval(name: str, value: int | None, allow_none: bool = True) -> No
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         allowed = "a positive integer or None (off)" if allow_none else "a positive integer"
-        raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+        fail(name, value, allowed)
 
 
 def _clean_name(name: str) -> str:
@@ -152,9 +153,7 @@ class GradFlowMonitor(Callback):
         _check_interval("linear_histogram_bins", linear_histogram_bins)
         _check_interval("check_every_n_steps", check_every_n_steps)
         _check_interval("probe_every_n_steps", probe_every_n_steps)
-        unknown = sorted(set(disable) - set(ALERT_KINDS))
-        if unknown:
-            raise ValueError(f"disable={unknown} holds unknown alert kinds; allowed: {ALERT_KINDS}")
+        check_kinds(disable, ALERT_KINDS, "alert kinds")
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
         self.log_every_n_steps = log_every_n_steps

@@ -23,13 +23,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning_gradflow.core.alerts import ACTIONS, ALERT_KINDS, Action, Alert
+from lightning_gradflow.core.validation import fail
 
 _RANK = {"warn": 0, "stop": 1, "raise": 2}
 
 
 def _check_action(name: str, value: object) -> None:
     if value not in ACTIONS:
-        raise ValueError(f"{name}={value!r} is not allowed: expected one of {ACTIONS}")
+        fail(name, value, f"one of {ACTIONS}")
 
 
 class AlertManager:
@@ -63,9 +64,7 @@ class AlertManager:
             or not isinstance(cooldown_steps, int)
             or cooldown_steps < 0
         ):
-            raise ValueError(
-                f"cooldown_steps={cooldown_steps!r} is not allowed: expected an integer >= 0"
-            )
+            fail("cooldown_steps", cooldown_steps, "an integer >= 0")
         self.on_alert = on_alert
         self.actions = actions
         self.cooldown_steps = cooldown_steps

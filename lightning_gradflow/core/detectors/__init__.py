@@ -24,6 +24,7 @@ from lightning_gradflow.core.detectors.exploding import ExplodingDetector
 from lightning_gradflow.core.detectors.loss_spike import LossSpikeDetector
 from lightning_gradflow.core.detectors.nonfinite import NonFiniteDetector
 from lightning_gradflow.core.detectors.vanishing import VanishingDetector
+from lightning_gradflow.core.validation import check_kinds
 
 GRADIENT_KINDS: tuple[str, ...] = (
     "vanishing",
@@ -53,12 +54,7 @@ class GradientDetectors:
     """
 
     def __init__(self, config: DetectorConfig | None = None, disable: Iterable[str] = ()) -> None:
-        disable = set(disable)
-        unknown = disable - set(GRADIENT_KINDS)
-        if unknown:
-            raise ValueError(
-                f"disable={sorted(unknown)} holds unknown kinds; allowed: {GRADIENT_KINDS}"
-            )
+        disable = check_kinds(disable, GRADIENT_KINDS)
         self.config = config or DetectorConfig()
         self.detectors: list[Detector] = [
             cls(self.config) for cls in _CLASSES if cls.kind not in disable

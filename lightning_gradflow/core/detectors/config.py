@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from lightning_gradflow.core.validation import fail
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -70,24 +72,20 @@ class DetectorConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{f.name}={value!r} is not allowed: expected a number")
+                fail(f.name, value, "a number")
             if f.name in positive and not value > 0:
-                _fail(f.name, value, "a number > 0")
+                fail(f.name, value, "a number > 0")
             if f.name in below_one and not 0 < value < 1:
-                _fail(f.name, value, "a number in (0, 1)")
+                fail(f.name, value, "a number in (0, 1)")
             if f.name in above_one and not value > 1:
-                _fail(f.name, value, "a number > 1")
+                fail(f.name, value, "a number > 1")
             if f.name == "clipping_share" and not 0 < value <= 1:
-                _fail(f.name, value, "a number in (0, 1]")
+                fail(f.name, value, "a number in (0, 1]")
             if f.name == "growth_decades" and not value > 0:
-                _fail(f.name, value, "a number of decades > 0")
+                fail(f.name, value, "a number of decades > 0")
             if f.name in counts and (not isinstance(value, int) or value < 1):
-                _fail(f.name, value, "a positive integer")
+                fail(f.name, value, "a positive integer")
             if f.name == "cooldown_steps" and (not isinstance(value, int) or value < 0):
-                _fail(f.name, value, "an integer >= 0")
+                fail(f.name, value, "an integer >= 0")
         if self.window < 3:
-            _fail("window", self.window, "an integer >= 3 (a median needs history)")
-
-
-def _fail(name: str, value: object, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+            fail("window", self.window, "an integer >= 3 (a median needs history)")

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from lightning_gradflow.core.validation import fail
+
 _SHARES = (
     "dead_relu_threshold",
     "saturation_threshold",
@@ -82,24 +84,20 @@ class ProbeConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                _fail(f.name, value, "a number")
+                fail(f.name, value, "a number")
             if f.name in _SHARES and not 0 < value < 1:
-                _fail(f.name, value, "a number in (0, 1)")
+                fail(f.name, value, "a number in (0, 1)")
             if f.name in _COUNTS and (not isinstance(value, int) or value < 1):
-                _fail(f.name, value, "a positive integer")
+                fail(f.name, value, "a positive integer")
         if not 0 < self.sigmoid_tail < 0.5:
-            _fail("sigmoid_tail", self.sigmoid_tail, "a number in (0, 0.5)")
+            fail("sigmoid_tail", self.sigmoid_tail, "a number in (0, 0.5)")
         if not 0 < self.tanh_tail < 1:
-            _fail("tanh_tail", self.tanh_tail, "a number in (0, 1)")
+            fail("tanh_tail", self.tanh_tail, "a number in (0, 1)")
         if not 0 < self.attention_head_share <= 1:
-            _fail("attention_head_share", self.attention_head_share, "a number in (0, 1]")
+            fail("attention_head_share", self.attention_head_share, "a number in (0, 1]")
         if not isinstance(self.attention_min_keys, int) or self.attention_min_keys < 2:
-            _fail("attention_min_keys", self.attention_min_keys, "an integer >= 2")
+            fail("attention_min_keys", self.attention_min_keys, "an integer >= 2")
         if not self.rank_collapse_threshold > 1:
-            _fail("rank_collapse_threshold", self.rank_collapse_threshold, "a number > 1")
+            fail("rank_collapse_threshold", self.rank_collapse_threshold, "a number > 1")
         if not isinstance(self.rank_min_tokens, int) or self.rank_min_tokens < 2:
-            _fail("rank_min_tokens", self.rank_min_tokens, "an integer >= 2")
-
-
-def _fail(name: str, value: object, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+            fail("rank_min_tokens", self.rank_min_tokens, "an integer >= 2")

@@ -42,6 +42,7 @@ from lightning_gradflow.core.alerts import Alert, AlertKind
 from lightning_gradflow.core.flow import fit_depth_profile
 from lightning_gradflow.core.probes.config import ProbeConfig
 from lightning_gradflow.core.probes.probe import ProbeStats
+from lightning_gradflow.core.validation import check_kinds
 
 PROBE_ALERT_KINDS: tuple[str, ...] = (
     AlertKind.DEAD_RELU.value,
@@ -89,12 +90,7 @@ class ProbeDetectors:
     """
 
     def __init__(self, config: ProbeConfig | None = None, disable: Iterable[str] = ()) -> None:
-        disable = set(disable)
-        unknown = disable - set(PROBE_ALERT_KINDS)
-        if unknown:
-            raise ValueError(
-                f"disable={sorted(unknown)} holds unknown kinds; allowed: {PROBE_ALERT_KINDS}"
-            )
+        disable = check_kinds(disable, PROBE_ALERT_KINDS)
         self.config = config or ProbeConfig()
         self.kinds = tuple(k for k in PROBE_ALERT_KINDS if k not in disable)
         self._streaks: dict[str, dict[str, int]] = {family: {} for family in _FAMILIES}

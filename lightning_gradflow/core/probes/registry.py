@@ -43,6 +43,8 @@ from typing import Literal
 
 from torch import nn
 
+from lightning_gradflow.core.validation import fail
+
 ProbeKind = Literal["relu", "sigmoid", "tanh", "attention", "block"]
 PROBE_KINDS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "attention", "block")
 ATTRIBUTE = "gradflow_probe"
@@ -61,7 +63,7 @@ _UNSET = object()
 
 def _check_kind(kind: object, where: str) -> None:
     if kind is not None and kind not in PROBE_KINDS:
-        raise ValueError(f"{where}={kind!r} is not allowed: expected one of {PROBE_KINDS} or None")
+        fail(where, kind, f"one of {PROBE_KINDS} or None")
 
 
 def register_probe(module: nn.Module, kind: ProbeKind | None) -> nn.Module:
