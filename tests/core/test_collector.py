@@ -3,13 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from lightning_gradflow.core.collector import GradientCollector
+from lightning_gradflow.core.collector import GradientCollector, StepRecord
 from lightning_gradflow.core.layers import group_parameters
 from tests.helpers.dispatch import SYNC_OPS, OpRecorder
+from tests.helpers.gloo import run_on_gloo_ranks
 
 
 def _model_with_grads(seed: int = 0) -> nn.Module:
@@ -146,49 +145,29 @@ def _dtensors(model: nn.Module, rank: int) -> None:
         setattr(module, attr, sharded)
 
 
-def _sharded_worker(rank: int, world: int, port: int, layout: str, queue) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        full, shard = _model_with_grads(), _model_with_grads()
-        (_flat_shards if layout == "flat" else _dtensors)(shard, rank)
-        records = []
-        for model, sharded in ((shard, layout == "flat"), (full, False)):
-            collector = GradientCollector(group_parameters(model), linear_bins=8, sharded=sharded)
-            collector.capture(0, model.parameters(), weights=True, histograms=True, snapshot=True)
-            with torch.no_grad():
-                for param in model.parameters():
-                    param.mul_(0.5)
-            collector.after_optimizer_step()
-            [record] = collector.flush()
-            records.append(record)
-        queue.put((rank, *records))
-    finally:
-        dist.destroy_process_group()
+def _sharded_records(rank: int, layout: str) -> tuple[StepRecord, StepRecord]:
+    """This rank's record of its shards, and the record of the whole model."""
+    full, shard = _model_with_grads(), _model_with_grads()
+    (_flat_shards if layout == "flat" else _dtensors)(shard, rank)
+    records = []
+    for model, sharded in ((shard, layout == "flat"), (full, False)):
+        collector = GradientCollector(group_parameters(model), linear_bins=8, sharded=sharded)
+        collector.capture(0, model.parameters(), weights=True, histograms=True, snapshot=True)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(0.5)
+        collector.after_optimizer_step()
+        [record] = collector.flush()
+        records.append(record)
+    return records[0], records[1]
 
 
 @pytest.mark.parametrize("layout", ["flat", "dtensor"])
 def test_sharded_statistics_equal_the_whole_models(layout):
     """Summed over a real gloo group, each element counted once: norms, update ratios and both
     histograms equal those of the unsharded model."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_sharded_worker, args=(r, 2, port, layout, queue)) for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    for _, record, expected in results:
+    results = run_on_gloo_ranks(_sharded_records, layout)
+    for record, expected in results:
         np.testing.assert_allclose(record.layer_norms, expected.layer_norms, rtol=1e-6)
         np.testing.assert_allclose(record.weight_norms, expected.weight_norms, rtol=1e-6)
         np.testing.assert_allclose(record.update_ratios, expected.update_ratios, rtol=1e-6)

@@ -1,16 +1,13 @@
 """Two real gloo ranks, each probing half of a batch: the summed statistics are those of the
 whole batch, so every rank's detectors see the same numbers and decide alike."""
 
-import socket
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from lightning_gradflow.core.probes import ActivationProbes, ProbeConfig
+from lightning_gradflow.core.probes import ActivationProbes, ProbeConfig, ProbeStats
+from tests.helpers.gloo import run_on_gloo_ranks
 
 
 def _model() -> nn.Module:
@@ -35,41 +32,21 @@ def _stats(model: nn.Module, x: torch.Tensor, all_ranks: bool):
     return probes.collect(all_ranks=all_ranks)
 
 
-def _worker(rank: int, world: int, port: int, queue) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        torch.manual_seed(1)
-        x = torch.randn(8, 6, 8)
-        model = _model()
-        local = _stats(model, x[rank * 4 : (rank + 1) * 4], all_ranks=False)
-        reduced = _stats(model, x[rank * 4 : (rank + 1) * 4], all_ranks=True)
-        full = _stats(model, x, all_ranks=False)
-        queue.put((rank, local, reduced, full))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rank_stats(rank: int) -> tuple[ProbeStats, ProbeStats, ProbeStats]:
+    """This rank's half of the batch probed locally and summed over ranks, and the whole batch."""
+    torch.manual_seed(1)
+    x = torch.randn(8, 6, 8)
+    model = _model()
+    local = _stats(model, x[rank * 4 : (rank + 1) * 4], all_ranks=False)
+    reduced = _stats(model, x[rank * 4 : (rank + 1) * 4], all_ranks=True)
+    full = _stats(model, x, all_ranks=False)
+    return local, reduced, full
 
 
 @pytest.mark.timeout(120)
 def test_all_ranks_statistics_equal_the_whole_batch():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted((queue.get(timeout=90) for _ in procs), key=lambda r: r[0])
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    (_, local0, reduced0, full), (_, local1, reduced1, _) = results
+    results = run_on_gloo_ranks(_rank_stats)
+    (local0, reduced0, full), (local1, reduced1, _) = results
     assert local0.dead_relu["3"] != local1.dead_relu["3"]  # the halves disagree ...
     for reduced in (reduced0, reduced1):  # ... the reduced statistics do not
         assert reduced.dead_relu == pytest.approx(full.dead_relu)
