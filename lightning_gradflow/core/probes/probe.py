@@ -180,7 +180,6 @@ class ActivationProbes:
         """
         records, self._records = self._records, []
         self._calls.clear()
-        self._release_outputs(records)
         if not records:
             return ProbeStats()
         self._effective_ranks(records)
@@ -266,8 +265,8 @@ class ActivationProbes:
                 record.is_output = True
         self._release_outputs()
 
-    def _release_outputs(self, records: list[_Record] | None = None) -> None:
-        for record in self._records if records is None else records:
+    def _release_outputs(self) -> None:
+        for record in self._records:
             record.output = None
 
     # collection ----------------------------------------------------------------------------
