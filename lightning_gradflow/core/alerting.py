@@ -23,14 +23,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning_gradflow.core.alerts import ACTIONS, ALERT_KINDS, Action, Alert
-from lightning_gradflow.core.validation import fail
+from lightning_gradflow.core.validation import check_choice, fail
 
 _RANK = {"warn": 0, "stop": 1, "raise": 2}
-
-
-def _check_action(name: str, value: object) -> None:
-    if value not in ACTIONS:
-        fail(name, value, f"one of {ACTIONS}")
 
 
 class AlertManager:
@@ -51,14 +46,14 @@ class AlertManager:
         actions: Mapping[str, Action] | None = None,
         cooldown_steps: int = 100,
     ) -> None:
-        _check_action("on_alert", on_alert)
+        check_choice("on_alert", on_alert, ACTIONS)
         actions = dict(actions or {})
         for kind, action in actions.items():
             if kind not in ALERT_KINDS:
                 raise ValueError(
                     f"actions key {kind!r} is not an alert kind; allowed: {ALERT_KINDS}"
                 )
-            _check_action(f"actions[{kind!r}]", action)
+            check_choice(f"actions[{kind!r}]", action, ACTIONS)
         if (
             isinstance(cooldown_steps, bool)
             or not isinstance(cooldown_steps, int)

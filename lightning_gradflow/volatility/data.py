@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_gradflow.core.validation import check_choice, fail
 from lightning_gradflow.volatility.sources import (
     OHLC,
     SOURCES,
@@ -138,9 +139,7 @@ class VolatilityDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(source, OHLC) and source not in SOURCES:
-            raise ValueError(
-                f"source={source!r} is not allowed; choose one of {list(SOURCES)} or pass an OHLC"
-            )
+            fail("source", source, f"one of {list(SOURCES)} or an OHLC")
         features = list(features)
         unknown = [f for f in features if f not in FEATURES]
         if unknown or not features:
@@ -257,8 +256,7 @@ class VolatilityDataModule(pl.LightningDataModule):
         return self.series
 
     def _origins(self, split: str) -> np.ndarray:
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r} is not allowed; choose one of {list(SPLITS)}")
+        check_choice("split", split, SPLITS)
         self._series()
         return self.split_indices[split]
 

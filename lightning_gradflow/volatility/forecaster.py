@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lightning_gradflow.core.validation import check_choice
 from lightning_gradflow.volatility.baselines import har
 from lightning_gradflow.volatility.data import VolatilityDataModule
 from lightning_gradflow.volatility.metrics import evaluate_forecast, qlike
@@ -69,13 +70,9 @@ class VolatilityForecaster(pl.LightningModule):
         loss: str = "mse",
     ) -> None:
         super().__init__()
-        for name, value, allowed in (
-            ("optimizer", optimizer, OPTIMIZERS),
-            ("scheduler", scheduler, SCHEDULERS),
-            ("loss", loss, LOSSES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_choice("scheduler", scheduler, SCHEDULERS)
+        check_choice("loss", loss, LOSSES)
         if lr <= 0 or weight_decay < 0:
             raise ValueError(
                 f"lr={lr}, weight_decay={weight_decay}: need lr > 0, weight_decay >= 0"

@@ -16,11 +16,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections import OrderedDict
-from collections.abc import Collection
 from typing import Any
 
 import torch
 from torch import nn
+
+from lightning_gradflow.core.validation import check_choice
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -30,11 +31,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 INITS = ("default", "xavier", "he", "normal")
 NORMS = ("none", "batch", "layer")
-
-
-def _choice(name: str, value: Any, allowed: Collection[Any]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
 
 
 def _positive(**values: float) -> None:
@@ -54,9 +50,9 @@ def _check_dense(
     norm: str,
 ) -> None:
     _positive(input_dim=input_dim, window=window, depth=depth, width=width, init_std=init_std)
-    _choice("activation", activation, ACTIVATIONS)
-    _choice("init", init, INITS)
-    _choice("norm", norm, NORMS)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("init", init, INITS)
+    check_choice("norm", norm, NORMS)
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -239,9 +235,9 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"d_model={d_model} is not allowed; it must be divisible by heads={heads}"
             )
-        _choice("norm_position", norm_position, ("pre", "post"))
-        _choice("positional", positional, ("sinusoidal", "learned"))
-        _choice("pool", pool, ("last", "mean"))
+        check_choice("norm_position", norm_position, ("pre", "post"))
+        check_choice("positional", positional, ("sinusoidal", "learned"))
+        check_choice("pool", pool, ("last", "mean"))
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout} is not allowed; need 0 <= dropout < 1")
         self.window = window
@@ -320,7 +316,7 @@ class VanillaRNN(nn.Module):
     ) -> None:
         super().__init__()
         _positive(input_dim=input_dim, hidden=hidden, layers=layers)
-        _choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         if recurrent_spectral_radius is not None:
             _positive(recurrent_spectral_radius=recurrent_spectral_radius)
         self.rnn = nn.RNN(input_dim, hidden, layers, nonlinearity=nonlinearity, batch_first=True)
@@ -359,7 +355,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         >>> type(build_model("lstm", input_dim=3, hidden=4)).__name__
         'LSTM'
     """
-    _choice("name", name, MODELS)
+    check_choice("name", name, MODELS)
     cls = MODELS[name]
     if "window" not in inspect.signature(cls).parameters:
         kwargs.pop("window", None)

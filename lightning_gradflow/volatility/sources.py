@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_gradflow.core.validation import check_choice
 from lightning_gradflow.volatility._optional import require
 
 SOURCES = ("sp500", "nasdaq", "garch_sim")
@@ -183,7 +184,6 @@ def load_ohlc(source: str, *, seed: int = 0, n_days: int = 5031) -> OHLC:
     """
     if source == "garch_sim":
         return simulate_garch_ohlc(n_days, seed=seed)
-    if source not in SOURCES:
-        raise ValueError(f"source={source!r} is not allowed; choose one of {list(SOURCES)}")
+    check_choice("source", source, SOURCES)
     module = require(f"arch.data.{source}")
     return OHLC.from_frame(module.load())
