@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_gradflow.core.validation import check_choice, fail
+from lightning_gradflow.volatility.baselines import trailing_mean
 from lightning_gradflow.volatility.sources import (
     OHLC,
     SOURCES,
@@ -56,11 +57,10 @@ def log_targets(proxy: np.ndarray, horizon: int) -> np.ndarray:
         >>> np.exp(log_targets(np.array([1.0, 2.0, 4.0]), horizon=2)).round(2).tolist()
         [3.0, nan, nan]
     """
-    csum = np.concatenate([[0.0], np.cumsum(proxy)])
     out = np.full(len(proxy), np.nan)
     n = len(proxy) - horizon
-    if n > 0:
-        out[:n] = np.log((csum[horizon + 1 :] - csum[1 : n + 1]) / horizon)
+    if n > 0:  # the mean ending at t + horizon, moved back to origin t
+        out[:n] = np.log(trailing_mean(proxy, horizon)[horizon:])
     return out
 
 
