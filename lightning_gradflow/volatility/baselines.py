@@ -41,6 +41,8 @@ BASELINES = (
     "mean_22",
     "train_mean",
 )
+FIT_SPLITS = ("train", "val")
+"""Splits whose origins fit the baselines' parameters and the forecaster's HAR reference."""
 
 
 class Forecast(NamedTuple):
@@ -229,10 +231,20 @@ def evaluate_forecasts(
     return rows
 
 
+def split_origins(split_indices: Mapping[str, np.ndarray], splits: Sequence[str]) -> np.ndarray:
+    """The origins of ``splits`` together, in time order.
+
+    Example:
+        >>> split_origins({"train": np.array([0, 1]), "val": np.array([2])}, FIT_SPLITS).tolist()
+        [0, 1, 2]
+    """
+    return np.sort(np.concatenate([split_indices[s] for s in splits]))
+
+
 def evaluate_baselines(
     datamodule: Any,
     *,
-    fit_splits: Sequence[str] = ("train", "val"),
+    fit_splits: Sequence[str] = FIT_SPLITS,
     split: str = "test",
     names: Sequence[str] = BASELINES,
     extra: Mapping[str, Forecast] | None = None,
@@ -249,7 +261,7 @@ def evaluate_baselines(
     Returns:
         Rows as in :func:`evaluate_forecasts`; format them with :func:`format_table`.
     """
-    fit = np.sort(np.concatenate([datamodule.split_indices[s] for s in fit_splits]))
+    fit = split_origins(datamodule.split_indices, fit_splits)
     origins = datamodule.split_indices[split]
     names = list(dict.fromkeys(["har", *names]))
     forecasts = baseline_forecasts(

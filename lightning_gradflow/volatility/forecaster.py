@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lightning_gradflow.core.validation import check_choice
-from lightning_gradflow.volatility.baselines import har
+from lightning_gradflow.volatility.baselines import FIT_SPLITS, har, split_origins
 from lightning_gradflow.volatility.data import VolatilityDataModule
 from lightning_gradflow.volatility.metrics import evaluate_forecast, qlike
 
@@ -144,9 +144,9 @@ class VolatilityForecaster(pl.LightningModule):
             )
         variance = np.exp(log_forecast + self.residual_var.item() / 2)
         realised = np.exp(log_target)
-        fit = np.concatenate([datamodule.split_indices["train"], datamodule.split_indices["val"]])
+        fit = split_origins(datamodule.split_indices, FIT_SPLITS)
         origins = datamodule.split_indices["test"]
-        har_fc = har(datamodule.proxy, np.sort(fit), origins, datamodule.horizon)
+        har_fc = har(datamodule.proxy, fit, origins, datamodule.horizon)
         metrics = evaluate_forecast(realised, variance, log_forecast)
         metrics["qlike_ratio_har"] = metrics["qlike"] / qlike(realised, har_fc.variance)
         self.test_metrics = metrics
