@@ -85,7 +85,6 @@ class StepTimer(pl.Callback):
         self.spent = spent
         self.times: list[float] = []
         self.cpu_times: list[float] = []
-        self.window_start = 0.0
         self._start = 0.0
         self._cpu_start = 0.0
 
@@ -98,7 +97,6 @@ class StepTimer(pl.Callback):
         self._start = time.perf_counter()
         self._cpu_start = time.process_time()
         if len(self.times) == self.warmup:  # the measured window starts: reset the hook clock
-            self.window_start = self._start
             self.spent[0] = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -226,8 +224,6 @@ def run_variant(
 
     wandb.finish()
     wandb.teardown()  # stop the wandb-core service so it does not compete with the next run
-    for logger in loggers:
-        logger.finalize("success")
     gc.collect()
     own = spent[0] / (window - spent[0]) if spent[0] else float("nan")
     return timer.times[args.warmup :], timer.cpu_times[args.warmup :], own

@@ -21,7 +21,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +133,6 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
     return rows
 
 
-def markdown(rows: Iterable[Mapping[str, str]], columns: Sequence[str] = COLUMNS) -> str:
-    """A markdown table of already formatted cells."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", newline="") as f:
@@ -152,11 +145,13 @@ def write_comparison(sweep_dir: str | Path) -> str:
 
     Safe to call from several jobs at once (each file is replaced atomically).
     """
+    from lightning_gradflow.volatility import format_table  # here: the CLI stays light
+
     sweep_dir = Path(sweep_dir)
     records = collect(sweep_dir)
     rows = comparison_rows(records)
     data = ", ".join(dict.fromkeys(str(r["run"].get("data", "")) for r in records))
-    table = markdown(rows)
+    table = format_table(rows, COLUMNS)  # cells are already formatted strings
     title = f"# {records[0]['run'].get('task_name', 'comparison')} ({len(records)} runs, {data})"
     _atomic_write(sweep_dir / TABLE_MD, f"{title}\n\n{table}\n")
     buffer = io.StringIO()

@@ -28,11 +28,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from recipes.compare import METRICS_FILE
 from recipes.resolvers import CONFIG_DIR
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
-ALERTS_FILE = "gradflow_alerts.jsonl"
 
 
 def instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -118,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 
 def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> dict[str, Any]:
     """Test metrics, baselines on the same split, alerts and the gradient summary."""
+    from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
     from lightning_gradflow.volatility import Forecast, evaluate_baselines
     from recipes.callbacks import SUMMARY_FILE
 
