@@ -56,6 +56,14 @@ def composed(
 
 
 @pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """An empty working directory: nothing may be written to it."""
+    path = tmp_path / "cwd"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def compose_cfg(tmp_path: Path):
     """Compose with ``paths.output_dir`` pointing into ``tmp_path`` (no Hydra run needed)."""
 

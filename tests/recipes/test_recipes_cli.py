@@ -12,14 +12,6 @@ from lightning_gradflow.volatility import BASELINES
 from tests.recipes.conftest import MODELS, TINY, check, read_json, run_cli
 
 
-@pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    """An empty working directory: nothing may be written to it."""
-    path = tmp_path / "cwd"
-    path.mkdir()
-    return path
-
-
 def test_multirun_over_every_model_writes_under_the_sweep_dir(tmp_path, cwd):
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", *TINY, f"hydra.sweep.dir={sweep}", f"model={','.join(MODELS)}"], cwd=cwd)

@@ -12,10 +12,9 @@ from tests.recipes.conftest import check, read_json, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _sweep(tmp_path: Path, args: list[str], timeout: float = 400) -> dict[str, dict]:
+def _sweep(tmp_path: Path, cwd: Path, args: list[str], timeout: float = 400) -> dict[str, dict]:
     """Run a multirun; return metrics.json per run label, checking the comparison table."""
-    cwd, sweep = tmp_path / "cwd", tmp_path / "sweep"
-    cwd.mkdir()
+    sweep = tmp_path / "sweep"
     check(run_cli(["-m", *args, "num_threads=1", f"hydra.sweep.dir={sweep}"], cwd, timeout))
     assert list(cwd.iterdir()) == []
     rows = list(csv.DictReader((sweep / "comparison.csv").open()))
@@ -25,9 +24,9 @@ def _sweep(tmp_path: Path, args: list[str], timeout: float = 400) -> dict[str, d
     return {label: read_json(path) for label, path in zip(labels, runs, strict=True)}
 
 
-def test_compare_architectures_sweeps_the_four_models(tmp_path):
+def test_compare_architectures_sweeps_the_four_models(tmp_path, cwd):
     args = ["experiment=compare_architectures", "trainer.max_epochs=2", "logger=csv"]
-    runs = _sweep(tmp_path, args)
+    runs = _sweep(tmp_path, cwd, args)
     assert list(runs) == [
         "model=mlp_vanilla",
         "model=resnet",
@@ -39,9 +38,9 @@ def test_compare_architectures_sweeps_the_four_models(tmp_path):
     assert not runs["model=lstm"]["alerts"]
 
 
-def test_vanishing_depth_reproduces_the_picture(tmp_path):
+def test_vanishing_depth_reproduces_the_picture(tmp_path, cwd):
     args = ["experiment=vanishing_depth", "model.depth=20", "trainer.max_epochs=2", "logger=csv"]
-    runs = _sweep(tmp_path, args)
+    runs = _sweep(tmp_path, cwd, args)
     sigmoid = runs["model=mlp_vanilla"]["gradient"]["first_last_ratio"]
     residual = runs["model=resnet"]["gradient"]["first_last_ratio"]
     assert sigmoid <= 1e-3  # the first layer's gradient >= 1000x below the last's
@@ -50,7 +49,7 @@ def test_vanishing_depth_reproduces_the_picture(tmp_path):
     assert "vanishing" not in runs["model=resnet"]["alerts"]
 
 
-def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path):
+def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path, cwd):
     args = [
         "experiment=exploding_rnn",
         "data.sim_days=2500",
@@ -58,7 +57,7 @@ def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path):
         "trainer.limit_train_batches=20",
         "logger=csv",
     ]
-    runs = _sweep(tmp_path, args)
+    runs = _sweep(tmp_path, cwd, args)
     for clip in ("null", "1.0"):
         rnn = runs[f"model=rnn_vanilla trainer.gradient_clip_val={clip}"]
         lstm = runs[f"model=lstm trainer.gradient_clip_val={clip}"]
@@ -71,7 +70,7 @@ def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path):
     assert unclipped["applied_grad_norm_max"] == pytest.approx(unclipped["grad_norm_max"])
 
 
-def test_multirun_with_two_devices_uses_ddp_spawn(tmp_path):
+def test_multirun_with_two_devices_uses_ddp_spawn(tmp_path, cwd):
     """`-m` with several devices: the experiment picks ddp_spawn; each job writes once."""
     args = [
         "experiment=compare_architectures",
@@ -87,7 +86,7 @@ def test_multirun_with_two_devices_uses_ddp_spawn(tmp_path):
         "data.batch_size=64",
         "logger=csv",
     ]
-    runs = _sweep(tmp_path, args)
+    runs = _sweep(tmp_path, cwd, args)
     for metrics in runs.values():
         assert metrics["run"]["strategy"] == "ddp_spawn" and metrics["run"]["devices"] == 2
         job = Path(metrics["run"]["output_dir"])

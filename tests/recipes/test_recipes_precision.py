@@ -55,9 +55,7 @@ def test_gpu_precision(precision, run_in_process):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_gpu_ddp_from_the_cli(tmp_path):
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
+def test_gpu_ddp_from_the_cli(tmp_path, cwd):
     run = tmp_path / "run"
     args = [*TINY_NO_TRAINER, "trainer=ddp", "trainer.devices=2", *FEW_STEPS, "model=lstm"]
     check(run_cli([*args, f"hydra.run.dir={run}"], cwd=cwd, timeout=300))
