@@ -116,7 +116,8 @@ class GradientCollector:
         self.linear_bins = linear_bins
         self.sharded = sharded
         self._reduced = sharded or has_dtensor(p for layer in self.layers for p in layer.params)
-        self._layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.params}
+        self.layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.params}
+        self.on_host = all(p.device.type == "cpu" for layer in self.layers for p in layer.params)
         self._index_cache: dict[tuple, Tensor] = {}
         self._loss: Tensor | None = None
         self._pending: list[_Pending] = []
@@ -134,6 +135,23 @@ class GradientCollector:
         """Accumulate a (micro-batch) loss for the next captured step; no host sync."""
         value = loss.detach().reshape(()).to(torch.float64)
         self._loss = value if self._loss is None else self._loss + value
+
+    def discard_loss(self) -> None:
+        """Drop the loss added since the last capture (a closure evaluated again, as by LBFGS)."""
+        self._loss = None
+
+    def last_step_is_finite(self) -> bool:
+        """Whether the last captured step's gradients and loss are finite.
+
+        A host sync on an accelerator (free on the CPU): call it only where that is affordable.
+        """
+        if not self._pending:
+            return True
+        tensors = self._pending[-1].tensors
+        values = [tensors["grad_sq"].sum()]
+        if "loss" in tensors:
+            values.append(tensors["loss"].sum())
+        return bool(torch.isfinite(torch.stack(values)).all())
 
     def capture(
         self,
@@ -155,7 +173,7 @@ class GradientCollector:
             snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
                 the update-to-weight ratio.
         """
-        known = [p for p in params if id(p) in self._layer_of]
+        known = [p for p in params if id(p) in self.layer_of]
         with_grad = [p for p in known if p.grad is not None]
         index = self._indices(with_grad)
         has_grad = np.zeros(self.num_layers, dtype=bool)
@@ -206,12 +224,19 @@ class GradientCollector:
         )
         pending.tensors["update_sq"] = self._all_reduce_one(update_sq)
 
-    def flush(self) -> list[StepRecord]:
-        """Copy every pending step to the host in one transfer and return their records."""
+    def flush(self, all_ranks: bool = True) -> list[StepRecord]:
+        """Copy every pending step to the host in one transfer and return their records.
+
+        Args:
+            all_ranks: average the losses over the process group (a collective: every rank
+                must flush together); ``False`` keeps this rank's losses, e.g. when the run
+                is dying and the other ranks may be gone.
+        """
         if not self._pending:
             return []
         pendings, self._pending = self._pending, []
-        self._average_losses_over_ranks(pendings)
+        if all_ranks:
+            self._average_losses_over_ranks(pendings)
         values = copy_to_host([p.tensors for p in pendings])
         return [self._record(p, v) for p, v in zip(pendings, values, strict=True)]
 
@@ -241,7 +266,7 @@ class GradientCollector:
         )
 
     def _indices(self, params: Sequence[nn.Parameter]) -> list[int]:
-        return [self._layer_of[id(p)] for p in params]
+        return [self.layer_of[id(p)] for p in params]
 
     def _local(self, tensors: list[Tensor]) -> list[Tensor]:
         """What this rank adds to the cross-rank sums (the tensors themselves when unsharded)."""
