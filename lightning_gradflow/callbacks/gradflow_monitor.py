@@ -376,6 +376,8 @@ class GradFlowMonitor(Callback):
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if self._has_new_parameters(params):
             collector = self._regroup(trainer, pl_module, params)
+        elif self._recorder is not None and self._recorder.recorded:
+            collector = self._rebuild(trainer, pl_module)  # the order, recorded again
         # Each optimizer keeps its own clock: with several optimizers global_step advances
         # once per optimizer step, and a shared clock would never log some of them.
         count = self._optimizer_steps.get(index, 0)
@@ -423,16 +425,17 @@ class GradFlowMonitor(Callback):
     def _regroup(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, params: Sequence[Any]
     ) -> GradientCollector:
-        """Parameters appeared mid-fit (a grown model, a re-created optimizer): regroup."""
-        if self._collector is not None and self._collector.num_pending:
-            self._handle(trainer, self._collector.flush())
+        """Parameters appeared mid-fit (a grown model, a re-created optimizer): regroup.
+
+        The new layers' depth is known once a forward pass has run with them, so the forward
+        order is recorded again on the next step and the layers are sorted once more.
+        """
         before = {layer.name for layer in self.layers}
-        self._collector = None
-        collector = self._ensure_collector(pl_module)
+        collector = self._rebuild(trainer, pl_module)
+        self._recorder = ForwardOrderRecorder(pl_module)
         added = [layer.name for layer in self.layers if layer.name not in before]
         outside = [p for p in params if id(p) not in collector.layer_of]
         self._unmonitored.update(id(p) for p in outside)
-        self._band = None
         message = f"GradFlowMonitor: new parameters at step {trainer.global_step}"
         if added:
             message += f"; now monitoring {len(self.layers)} layers (new: {', '.join(added)})"
@@ -443,6 +446,13 @@ class GradFlowMonitor(Callback):
             )
         rank_zero_warn(message, category=GradFlowWarning)
         return collector
+
+    def _rebuild(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> GradientCollector:
+        if self._collector is not None and self._collector.num_pending:
+            self._handle(trainer, self._collector.flush())
+        self._collector = None
+        self._band = None
+        return self._ensure_collector(pl_module)
 
     def _diagnose_if_nonfinite(self, pl_module: pl.LightningModule, step: int) -> None:
         """Before the update spreads it into the weights, find where a NaN/Inf began.
