@@ -457,9 +457,11 @@ class GradFlowMonitor(Callback):
     def _diagnose_if_nonfinite(self, pl_module: pl.LightningModule, step: int) -> None:
         """Before the update spreads it into the weights, find where a NaN/Inf began.
 
-        Runs only when this step's gradients or loss are non-finite, and once per streak.
+        Runs only when this step's gradients or loss are non-finite, at most once per alert
+        cooldown (the alert it explains is announced once per cooldown too).
         """
-        if self._batch is None or step in self._nan_origins or step - 1 in self._nan_origins:
+        cooldown = self.detector_config.cooldown_steps
+        if self._batch is None or any(step - d < cooldown for d in self._nan_origins):
             return
         if self._collector.last_step_is_finite():
             return
@@ -583,10 +585,12 @@ class GradFlowMonitor(Callback):
         """Name the module (and op) where a NaN/Inf began, if the step was diagnosed."""
         if alert.kind != "nonfinite":
             return alert
-        step = alert.step if alert.step in self._nan_origins else alert.step - 1
-        origin = self._nan_origins.get(step)
-        if origin is None:
+        cooldown = self.detector_config.cooldown_steps
+        steps = [d for d in self._nan_origins if 0 <= d - alert.step < max(cooldown, 1)]
+        if not steps or self._nan_origins[min(steps)] is None:
             return alert
+        step = min(steps)
+        origin = self._nan_origins[step]
         origin = replace(origin, module=_clean_name(origin.module))
         details = {**(alert.details or {}), "origin_module": origin.module, "origin_op": origin.op}
         message = (
