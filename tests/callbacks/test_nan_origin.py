@@ -115,3 +115,20 @@ def test_the_diagnosis_leaves_random_state_and_buffers_as_they_were(tmp_path):
     assert torch.equal(rng_with, rng_without)
     for a, b in zip(buffers_with, buffers_without, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_an_accelerator_the_origin_is_found_at_check_steps_only(tmp_path):
+    # On CUDA, telling a NaN step apart costs a sync, so only check steps are looked at:
+    # with every step checked the origin is found before the update spreads the NaN.
+    model = log_model()
+    monitor = GradFlowMonitor(probe_every_n_steps=None, log_every_n_steps=1)
+    trainer = quiet_trainer(
+        accelerator="cuda", logger=CSVLogger(tmp_path), callbacks=[monitor], max_steps=12
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, huge_batch_loader(batch=4))
+    [alert] = [a for a in monitor.alerts if a.kind == "nonfinite"]
+    assert alert.details["origin_module"] == "net.2" and alert.details["origin_op"] == "log"
