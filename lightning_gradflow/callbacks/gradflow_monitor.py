@@ -862,6 +862,8 @@ def _rerun_forward(
     Nothing of the user's run changes: no gradients, ``self.log`` muted, random state and
     buffers (BatchNorm statistics) restored afterwards.
     """
+    if any(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules()):
+        return None  # its forward is a collective: a re-run stopped early could hang the ranks
     buffers = [b.detach().clone() for b in pl_module.buffers()]
     devices = [torch.device(b.device) for b in buffers if b.device.type == "cuda"][:1]
     muted = {name: getattr(pl_module, name) for name in ("log", "log_dict")}
