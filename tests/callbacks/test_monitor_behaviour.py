@@ -182,6 +182,66 @@ def test_bf16_mixed_precision_on_cpu():
     assert all(r.nonfinite_layers.size == 0 and r.total_norm > 0 for r in monitor.records)
 
 
+class ComplexMixer(nn.Module):
+    """A complex ``features x features`` matrix; passes on the magnitudes of its outputs."""
+
+    def __init__(self, dtype: torch.dtype, features: int = 8) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features, features, dtype=dtype) / features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.weight.dtype) @ self.weight).abs().to(x.dtype)
+
+
+class ReferenceNorms(pl.Callback):
+    """Per-layer gradient and weight norms of every optimizer step, by ``vector_norm``."""
+
+    def __init__(self, monitor: GradFlowMonitor) -> None:
+        self.monitor = monitor
+        self.grads: list[list[float]] = []
+        self.weights: list[list[float]] = []
+
+    @staticmethod
+    def _norm(tensors: list[torch.Tensor]) -> float:
+        norms = torch.stack([torch.linalg.vector_norm(t) for t in tensors])
+        return torch.linalg.vector_norm(norms).item()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        layers = self.monitor.layers
+        self.grads.append([self._norm([p.grad for p in layer.params]) for layer in layers])
+        self.weights.append([self._norm(list(layer.params)) for layer in layers])
+
+
+@pytest.mark.parametrize(
+    ("precision", "complex_dtype", "dtypes", "rel"),
+    [
+        ("64-true", torch.complex128, {torch.complex128, torch.float64}, 1e-12),
+        ("32-true", torch.complex64, {torch.complex64, torch.float32}, 1e-6),
+    ],
+)
+def test_float64_and_complex_parameters(precision, complex_dtype, dtypes, rel):
+    monitor = StepCounter(log_every_n_steps=1, histogram_every_n_steps=1, linear_histogram_bins=6)
+    reference = ReferenceNorms(monitor)
+    model = Regressor(nn.Sequential(ComplexMixer(complex_dtype), nn.Tanh(), mlp(depth=1)))
+    quiet_trainer(callbacks=[monitor, reference], max_steps=3, precision=precision).fit(
+        model, regression_loader()
+    )
+    assert {p.dtype for p in model.parameters()} == dtypes
+    assert [layer.name for layer in monitor.layers] == ["net.0", "net.2.0", "net.2.2"]
+    assert len(monitor.records) == 3
+    for record, grads, weights in zip(
+        monitor.records, reference.grads, reference.weights, strict=True
+    ):
+        assert record.layer_norms.tolist() == pytest.approx(grads, rel=rel)
+        assert record.weight_norms.tolist() == pytest.approx(weights, rel=rel)
+        assert all(0 < ratio < 1 for ratio in record.update_ratios)
+        numels = [layer.numel for layer in monitor.layers]
+        assert record.log_histograms.sum(axis=1).tolist() == numels
+        counts, _ = record.linear_histograms
+        assert counts.sum(axis=1).tolist() == numels
+        assert counts[0, :3].sum() == 0  # complex values are binned by magnitude: all >= 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
