@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lightning_gradflow.core.norms import dense_values
+from lightning_gradflow.core.validation import check_count, fail
 
 _FLOAT32_EXACT = 2**24  # float32 counts stay exact below this many elements
 
@@ -39,9 +40,12 @@ class LogBins:
     """Fixed log10 bins for gradient magnitudes.
 
     Args:
-        low_exp: lowest decade edge, as a power of ten.
-        high_exp: highest decade edge, as a power of ten.
-        per_decade: bins per decade.
+        low_exp: lowest decade edge, as a power of ten (an integer).
+        high_exp: highest decade edge, as a power of ten (an integer above ``low_exp``).
+        per_decade: bins per decade (a positive integer).
+
+    Raises:
+        ValueError: for any other value.
     """
 
     low_exp: int = -12
@@ -49,12 +53,13 @@ class LogBins:
     per_decade: int = 4
 
     def __post_init__(self) -> None:
+        for name in ("low_exp", "high_exp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(name, value, "an integer")
         if self.high_exp <= self.low_exp:
-            raise ValueError(
-                f"high_exp={self.high_exp} must be above low_exp={self.low_exp} (powers of ten)"
-            )
-        if self.per_decade < 1:
-            raise ValueError(f"per_decade={self.per_decade} must be a positive integer")
+            fail("high_exp", self.high_exp, f"an integer above low_exp={self.low_exp}")
+        check_count("per_decade", self.per_decade)
 
     @property
     def num_value_bins(self) -> int:

@@ -1,6 +1,7 @@
 """GradFlowMonitor in real Trainer runs: accumulation, optimizers, odd parameters, bad input."""
 
 import csv
+import re
 import warnings
 
 import pytest
@@ -9,7 +10,13 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from lightning_gradflow import GradFlowMonitor, GradientCollector
+from lightning_gradflow import (
+    DetectorConfig,
+    GradFlowMonitor,
+    GradientCollector,
+    LogBins,
+    ProbeConfig,
+)
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 
 
@@ -249,13 +256,52 @@ def test_float64_and_complex_parameters(precision, complex_dtype, dtypes, rel):
         ({"histogram_every_n_steps": -5}, "histogram_every_n_steps=-5"),
         ({"plot_every_n_steps": 2.5}, "plot_every_n_steps=2.5"),
         ({"histogram_every_n_steps": True}, "histogram_every_n_steps=True"),
-        ({"granularity": "param"}, "granularity='param' is not one of"),
+        ({"granularity": "param"}, "granularity='param' is not allowed: expected one of"),
+        ({"granularity": ["layer"]}, "granularity=['layer'] is not allowed: expected one of"),
         ({"linear_histogram_bins": 0}, "linear_histogram_bins=0"),
+        ({"linear_histogram_bins": 2.5}, "linear_histogram_bins=2.5"),
+        ({"log_weight_norms": "no"}, "log_weight_norms='no' is not allowed: expected True or"),
+        ({"log_update_ratios": None}, "log_update_ratios=None is not allowed: expected True or"),
+        ({"sharded": 1}, "sharded=1 is not allowed: expected True, False or None"),
+        ({"disable": None}, "disable=None is not allowed: expected a list of alert kinds"),
+        ({"disable": "vanishing"}, "disable='vanishing' is not allowed: expected a list of"),
+        ({"disable": [["vanishing"]]}, "disable=[['vanishing']] holds unknown alert kinds"),
+        ({"actions": "raise"}, "actions='raise' is not allowed: expected a mapping of alert"),
+        (
+            {"histogram_bins": "decade"},
+            "histogram_bins='decade' is not allowed: expected a LogBins",
+        ),
+        ({"histogram_bins": {"per_decade": 2.5}}, "histogram_bins.per_decade=2.5 is not allowed"),
+        ({"histogram_bins": {"high_exp": float("inf")}}, "histogram_bins.high_exp=inf is not"),
+        ({"probes": {"patience": 0}}, "probes.patience=0 is not allowed: expected a positive"),
+        ({"probes": [("patience", 5)]}, "probes=[('patience', 5)] is not allowed: expected a"),
+        ({"detectors": {"spike_factor": float("nan")}}, "detectors.spike_factor=nan is not"),
+        ({"detectors": 5}, "detectors=5 is not allowed: expected a DetectorConfig, a mapping"),
+        (
+            {"detectors": {"patience": 5, "windw": 10}},
+            "detectors={'patience': 5, 'windw': 10} is not allowed: expected a DetectorConfig or "
+            "a mapping of its fields; unknown: ['windw'], allowed: ['vanishing_floor', ",
+        ),
     ],
 )
 def test_invalid_settings_fail_at_construction(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=re.escape(match)):
         GradFlowMonitor(**kwargs)
+
+
+def test_configs_from_mappings_and_disable_from_a_generator():
+    monitor = GradFlowMonitor(
+        histogram_bins={"low_exp": -8, "per_decade": 2},
+        detectors={"patience": 5, "spike_factor": 20},
+        probes={"patience": 4},
+        disable=(kind for kind in ["vanishing", "dead_relu"]),
+    )
+    assert monitor.histogram_bins == LogBins(low_exp=-8, per_decade=2)
+    assert monitor.detector_config == DetectorConfig(patience=5, spike_factor=20)
+    assert monitor.probe_config == ProbeConfig(patience=4)
+    kinds = [d.kind for d in monitor._detectors.detectors]
+    assert kinds == ["exploding", "nonfinite", "always_clipping", "loss_spike"]
+    assert "dead_relu" not in monitor._probe_detectors.kinds
 
 
 def test_public_api_exports():

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -37,9 +39,27 @@ def test_edges_layout():
     assert len(bins.edges()) == bins.num_buckets + 1
 
 
-@pytest.mark.parametrize("kwargs", [{"low_exp": 2, "high_exp": 2}, {"per_decade": 0}])
-def test_invalid_bins_rejected(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"low_exp": 2, "high_exp": 2},
+            "high_exp=2 is not allowed: expected an integer above low_exp=2",
+        ),
+        (
+            {"low_exp": 3, "high_exp": 1},
+            "high_exp=1 is not allowed: expected an integer above low_exp=3",
+        ),
+        ({"per_decade": 0}, "per_decade=0 is not allowed: expected a positive integer"),
+        ({"per_decade": 2.5}, "per_decade=2.5 is not allowed: expected a positive integer"),
+        ({"per_decade": True}, "per_decade=True is not allowed: expected a positive integer"),
+        ({"high_exp": float("inf")}, "high_exp=inf is not allowed: expected an integer"),
+        ({"low_exp": float("nan")}, "low_exp=nan is not allowed: expected an integer"),
+        ({"low_exp": -12.0}, "low_exp=-12.0 is not allowed: expected an integer"),
+    ],
+)
+def test_invalid_bins_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         LogBins(**kwargs)
 
 
