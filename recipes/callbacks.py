@@ -17,16 +17,17 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_gradflow import GradFlowMonitor
+from lightning_gradflow.core.norms import squared_norms_by_layer
 
 SUMMARY_FILE = "gradflow_summary.json"
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor | None:
+    """Total gradient norm as the monitor measures it (any float or complex dtype, sparse too)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
         return None
-    norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    return squared_norms_by_layer(grads, [0] * len(grads), num_layers=1)[0].sqrt()
 
 
 class RunSummary(Callback):

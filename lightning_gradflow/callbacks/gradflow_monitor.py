@@ -51,7 +51,13 @@ from lightning_gradflow.core.probes import (
     ProbeDetectors,
     ProbeStats,
 )
-from lightning_gradflow.core.validation import check_kinds, fail
+from lightning_gradflow.core.validation import (
+    as_config,
+    check_choice,
+    check_count,
+    check_flag,
+    check_kinds,
+)
 from lightning_gradflow.writers.alert_file import AlertFile, join
 from lightning_gradflow.writers.base import Writer
 
@@ -61,14 +67,6 @@ ALERTS_FILE = "gradflow_alerts.jsonl"
 
 class GradFlowWarning(UserWarning):
     """The category of the console warnings an alert prints (filter it like any warning)."""
-
-
-def _check_interval(name: str, value: int | None, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer or None (off)" if allow_none else "a positive integer"
-        fail(name, value, allowed)
 
 
 def _clean_name(name: str) -> str:
@@ -148,15 +146,17 @@ class GradFlowMonitor(Callback):
         probes: ProbeConfig | None = None,
         locate_nan_origin: bool = True,
     ) -> None:
-        _check_interval("log_every_n_steps", log_every_n_steps)
-        _check_interval("histogram_every_n_steps", histogram_every_n_steps)
-        _check_interval("plot_every_n_steps", plot_every_n_steps)
-        _check_interval("linear_histogram_bins", linear_histogram_bins)
-        _check_interval("check_every_n_steps", check_every_n_steps)
-        _check_interval("probe_every_n_steps", probe_every_n_steps)
-        check_kinds(disable, ALERT_KINDS, "alert kinds")
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
+        check_count("log_every_n_steps", log_every_n_steps, allow_none=True)
+        check_count("histogram_every_n_steps", histogram_every_n_steps, allow_none=True)
+        check_count("plot_every_n_steps", plot_every_n_steps, allow_none=True)
+        check_count("linear_histogram_bins", linear_histogram_bins, allow_none=True)
+        check_count("check_every_n_steps", check_every_n_steps, allow_none=True)
+        check_count("probe_every_n_steps", probe_every_n_steps, allow_none=True)
+        disable = check_kinds(disable, ALERT_KINDS, "alert kinds")
+        check_choice("granularity", granularity, GRANULARITIES)
+        check_flag("log_weight_norms", log_weight_norms)
+        check_flag("log_update_ratios", log_update_ratios)
+        check_flag("sharded", sharded, allow_none=True)
         self.log_every_n_steps = log_every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
         self.plot_every_n_steps = plot_every_n_steps
@@ -164,15 +164,16 @@ class GradFlowMonitor(Callback):
         self.log_weight_norms = log_weight_norms
         self.log_update_ratios = log_update_ratios
         self.linear_histogram_bins = linear_histogram_bins
-        self.histogram_bins = histogram_bins or LogBins()
+        self.histogram_bins = as_config("histogram_bins", histogram_bins, LogBins)
         self.sharded = sharded
         self._sharded = bool(sharded)
         self.check_every_n_steps = check_every_n_steps
-        self.detector_config = detectors or DetectorConfig()
+        self.detector_config = as_config("detectors", detectors, DetectorConfig)
         self.probe_every_n_steps = probe_every_n_steps
-        self.probe_config = probes or ProbeConfig()
+        self.probe_config = as_config("probes", probes, ProbeConfig)
         self.on_alert = on_alert
-        self.actions = dict(actions or {})
+        self.actions = actions
+        check_flag("locate_nan_origin", locate_nan_origin)
         self.locate_nan_origin = locate_nan_origin
         self._gradient_disable = [k for k in disable if k in GRADIENT_KINDS]
         self._probe_disable = [k for k in disable if k in PROBE_ALERT_KINDS]

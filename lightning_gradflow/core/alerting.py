@@ -47,6 +47,8 @@ class AlertManager:
         cooldown_steps: int = 100,
     ) -> None:
         check_choice("on_alert", on_alert, ACTIONS)
+        if not isinstance(actions, Mapping | None):
+            fail("actions", actions, "a mapping of alert kind to action, or None")
         actions = dict(actions or {})
         for kind, action in actions.items():
             if kind not in ALERT_KINDS:

@@ -41,6 +41,7 @@ from lightning_gradflow.core.layers import Layer
 from lightning_gradflow.core.norms import all_reduce, squared_norms_by_layer
 from lightning_gradflow.core.sharding import has_dtensor, rank_contribution
 from lightning_gradflow.core.transfer import copy_to_host
+from lightning_gradflow.core.validation import check_count
 
 
 @dataclass
@@ -109,8 +110,7 @@ class GradientCollector:
         linear_bins: int | None = None,
         sharded: bool = False,
     ) -> None:
-        if linear_bins is not None and linear_bins < 1:
-            raise ValueError(f"linear_bins={linear_bins} must be a positive integer or None")
+        check_count("linear_bins", linear_bins, allow_none=True)
         self.layers = list(layers)
         self.bins = bins or LogBins()
         self.linear_bins = linear_bins

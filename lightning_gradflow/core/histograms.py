@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lightning_gradflow.core.norms import dense_values
+from lightning_gradflow.core.validation import check_count, fail
 
 _FLOAT32_EXACT = 2**24  # float32 counts stay exact below this many elements
 
@@ -39,9 +40,12 @@ class LogBins:
     """Fixed log10 bins for gradient magnitudes.
 
     Args:
-        low_exp: lowest decade edge, as a power of ten.
-        high_exp: highest decade edge, as a power of ten.
-        per_decade: bins per decade.
+        low_exp: lowest decade edge, as a power of ten (an integer).
+        high_exp: highest decade edge, as a power of ten (an integer above ``low_exp``).
+        per_decade: bins per decade (a positive integer).
+
+    Raises:
+        ValueError: for any other value.
     """
 
     low_exp: int = -12
@@ -49,12 +53,13 @@ class LogBins:
     per_decade: int = 4
 
     def __post_init__(self) -> None:
+        for name in ("low_exp", "high_exp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(name, value, "an integer")
         if self.high_exp <= self.low_exp:
-            raise ValueError(
-                f"high_exp={self.high_exp} must be above low_exp={self.low_exp} (powers of ten)"
-            )
-        if self.per_decade < 1:
-            raise ValueError(f"per_decade={self.per_decade} must be a positive integer")
+            fail("high_exp", self.high_exp, f"an integer above low_exp={self.low_exp}")
+        check_count("per_decade", self.per_decade)
 
     @property
     def num_value_bins(self) -> int:
@@ -75,6 +80,10 @@ class LogBins:
 def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
     """Counts of ``log10|x|`` over ``bins`` for all elements of ``tensors``, computed on device.
 
+    Magnitudes are taken in float32, or in float64 where a tensor is float64/complex128 (so
+    its tiny and huge values are not flushed to 0 or ``inf``) or the layer has 2^24 elements or
+    more (where float32 counts stop being exact); a complex value's magnitude is ``|z|``.
+
     Args:
         tensors: the gradients of one layer (dense or sparse, one device); the elements a sparse
             tensor does not store count as zeros.
@@ -89,9 +98,15 @@ def log_magnitude_histogram(tensors: Sequence[Tensor], bins: LogBins) -> Tensor:
         return counts
     flats = [dense_values(t).detach().reshape(-1) for t in tensors]
     implicit_zeros = sum(t.numel() - f.numel() for t, f in zip(tensors, flats, strict=True))
-    dtype = torch.float32 if sum(f.numel() for f in flats) < _FLOAT32_EXACT else torch.float64
+    wide = sum(f.numel() for f in flats) >= _FLOAT32_EXACT or any(
+        f.dtype in (torch.float64, torch.complex128) for f in flats
+    )
+    dtype = torch.float64 if wide else torch.float32
+    if any(f.is_complex() for f in flats):
+        dtype = dtype.to_complex()
     flat = torch.cat([f.to(device=device, dtype=dtype) for f in flats])  # one pass per layer
-    magnitude = flat.abs_()  # torch.cat always copies: the gradients are untouched
+    # torch.cat always copies: the gradients are untouched by abs_
+    magnitude = flat.abs() if flat.is_complex() else flat.abs_()
     finite = torch.isfinite(magnitude)
     nonzero = magnitude != 0
     logs = torch.where(finite & nonzero, magnitude.log10(), float("nan"))
@@ -111,7 +126,9 @@ def linear_histogram(
     all ranks, so that shards counted on different ranks share their bins and can be summed).
     It stays on the device, so no host sync is needed; the caller builds the edges as
     ``linspace(-1, 1) * m`` after its single copy. Non-finite values are left out (they are
-    counted by :func:`log_magnitude_histogram`).
+    counted by :func:`log_magnitude_histogram`); the elements a sparse tensor does not store
+    count as zeros, in the bin that holds 0. Complex values are binned by their magnitude
+    ``|z|`` (the quantity their norm is taken of), so they fill only ``[0, m]``.
 
     Returns:
         ``(counts, m)``: float64 counts of shape ``(num_bins,)`` and a 0-d float64 tensor.
@@ -124,6 +141,9 @@ def linear_histogram(
     counts = torch.zeros(num_bins, dtype=torch.float64, device=device)
     for flat in flats:  # histc drops NaN and ±Inf: non-finite values are left out
         counts += torch.histc(flat / scale.to(flat.device), num_bins, -1.0, 1.0).to(device)
+    implicit_zeros = sum(t.numel() - f.numel() for t, f in zip(tensors, flats, strict=True))
+    if implicit_zeros:
+        counts[num_bins // 2] += implicit_zeros  # where histc puts 0: bin int(num_bins / 2)
     return counts, maxabs
 
 
@@ -134,7 +154,9 @@ def max_magnitude(tensors: Sequence[Tensor]) -> Tensor:
 
 
 def _flat64(tensor: Tensor) -> Tensor:
-    return dense_values(tensor).detach().reshape(-1).double()
+    """The stored values as a flat float64 tensor; complex values as their magnitudes."""
+    flat = dense_values(tensor).detach().reshape(-1)
+    return (flat.abs() if flat.is_complex() else flat).double()
 
 
 def _largest_finite(flats: Sequence[Tensor], device: torch.device) -> Tensor:

@@ -1,10 +1,13 @@
 """Batched per-layer norms: one fused kernel family per device, no host synchronisation.
 
-Each tensor's norm is computed in float32 (half-precision gradients are upcast, so they do not
+Tensors are grouped by device and dtype, one ``_foreach_norm`` per group. Each tensor's norm is
+computed in float32 for float16/bfloat16/float32 (half precision is upcast, so it does not
 overflow at 65504), as ``clip_grad_norm_`` does: a tensor norm above ~1.8e19 overflows to ``inf``
-there too. Per-layer sums of squares are then taken in float64. A NaN or Inf anywhere in a tensor
-makes its layer's norm non-finite, which is how non-finite gradients are detected at no extra
-cost.
+there too. Float64 tensors keep float64 norms (whose squares overflow above ~1.3e154, as
+``clip_grad_norm_``'s do). A complex tensor's norm is that of its magnitudes ``|z|``, in float32
+for complex32/complex64 and float64 for complex128. Per-layer sums of squares are then taken in
+float64. A NaN or Inf anywhere in a tensor makes its layer's norm non-finite, which is how
+non-finite gradients are detected at no extra cost.
 
 Example:
     >>> import torch
@@ -20,6 +23,13 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+# the dtype each tensor's norm is computed in, where not its own (a complex norm is real)
+_NORM_DTYPE = {
+    torch.float16: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.complex32: torch.complex64,
+}
 
 
 def dense_values(tensor: Tensor) -> Tensor:
@@ -41,7 +51,8 @@ def squared_norms_by_layer(
     """Sum of squared L2 norms of ``tensors`` per layer, on ``device``, in float64.
 
     Args:
-        tensors: gradients, parameters or updates (dense or sparse, any float dtype/device).
+        tensors: gradients, parameters or updates (dense or sparse, any floating or complex
+            dtype, any device).
         layer_index: the layer each tensor belongs to (same length as ``tensors``).
         num_layers: size of the result; layers with no tensor get 0.
         device: where the result lives (default: the first tensor's device, else CPU).
@@ -60,22 +71,17 @@ def squared_norms_by_layer(
         raise ValueError(f"{len(tensors)} tensors but {len(layer_index)} layer indices")
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
-    by_device: dict[torch.device, tuple[list[Tensor], list[int]]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
     strided = torch.strided
     for tensor, index in zip(tensors, layer_index, strict=True):
         values = tensor if tensor.layout == strided else dense_values(tensor)
-        group = by_device.setdefault(values.device, ([], []))
+        group = groups.setdefault((values.device, values.dtype), ([], []))
         group[0].append(values)
         group[1].append(index)
     out: Tensor | None = None
-    for tensor_device, (values, indices) in by_device.items():
-        upcast = any(v.dtype != torch.float32 for v in values)  # fp16/bf16/fp64 -> float32 norms
-        norms = (
-            torch._foreach_norm(values, 2, dtype=torch.float32)
-            if upcast
-            else (torch._foreach_norm(values))
-        )
-        key = (tensor_device, tuple(indices))
+    for (tensor_device, dtype), (values, indices) in groups.items():
+        norms = torch._foreach_norm(values, 2, dtype=_NORM_DTYPE.get(dtype))
+        key = (tensor_device, dtype, tuple(indices))
         index = None if index_cache is None else index_cache.get(key)
         if index is None:
             index = torch.tensor(indices, device=tensor_device)

@@ -3,6 +3,10 @@
 Every call logs ``trainer/global_step`` beside its values, the step metric that Lightning's
 ``WandbLogger`` declares, so W&B plots these against the same x-axis as the scalars.
 
+W&B refuses histograms of more than 512 bins. Finer ones (``linear_histogram_bins=1000``, a
+``LogBins`` with many bins per decade) are merged here, on the host, rather than refused at
+construction, so TensorBoard keeps every bin: see :func:`merge_bins`.
+
 Example:
     >>> import wandb  # doctest: +SKIP
     >>> writer = WandbWriter(wandb.init(mode="offline"))  # doctest: +SKIP
@@ -21,6 +25,29 @@ from lightning_gradflow.writers.base import Histogram
 STEP_KEY = "trainer/global_step"
 
 
+def merge_bins(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> Histogram:
+    """At most ``max_bins`` bins: the two outer bins as they are, the inner ones merged in runs.
+
+    The outer bins are kept because the log10 histograms hold exact zeros and non-finite values
+    there. Runs of ``k`` adjacent inner bins (the last run may be shorter) are summed, with ``k``
+    the smallest that fits, so the total count is unchanged.
+
+    Example:
+        >>> merge_bins(np.arange(6.0), np.arange(7.0), max_bins=4)
+        (array([0., 3., 7., 5.]), array([0., 1., 3., 5., 6.]))
+    """
+    counts, edges = np.asarray(counts), np.asarray(edges)
+    if len(counts) <= max_bins:
+        return counts, edges
+    run = -(-(len(counts) - 2) // (max_bins - 2))
+    starts = np.arange(0, len(counts) - 2, run)
+    merged = np.add.reduceat(counts[1:-1], starts)
+    return (
+        np.concatenate([counts[:1], merged, counts[-1:]]),
+        np.concatenate([edges[:1], edges[1:-2][starts], edges[-2:]]),
+    )
+
+
 class WandbWriter:
     """Writes to a ``wandb`` run (what ``WandbLogger.experiment`` returns)."""
 
@@ -31,8 +58,9 @@ class WandbWriter:
         self.run = run
 
     def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
+        limit = self._wandb.Histogram.MAX_LENGTH
         data = {
-            tag: self._wandb.Histogram(np_histogram=(np.asarray(c), np.asarray(e)))
+            tag: self._wandb.Histogram(np_histogram=merge_bins(c, e, limit))
             for tag, (c, e) in histograms.items()
         }
         if data:

@@ -1,6 +1,7 @@
 """GradFlowMonitor in real Trainer runs: accumulation, optimizers, odd parameters, bad input."""
 
 import csv
+import re
 import warnings
 
 import pytest
@@ -9,7 +10,13 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from lightning_gradflow import GradFlowMonitor, GradientCollector
+from lightning_gradflow import (
+    DetectorConfig,
+    GradFlowMonitor,
+    GradientCollector,
+    LogBins,
+    ProbeConfig,
+)
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 
 
@@ -182,6 +189,66 @@ def test_bf16_mixed_precision_on_cpu():
     assert all(r.nonfinite_layers.size == 0 and r.total_norm > 0 for r in monitor.records)
 
 
+class ComplexMixer(nn.Module):
+    """A complex ``features x features`` matrix; passes on the magnitudes of its outputs."""
+
+    def __init__(self, dtype: torch.dtype, features: int = 8) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features, features, dtype=dtype) / features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.weight.dtype) @ self.weight).abs().to(x.dtype)
+
+
+class ReferenceNorms(pl.Callback):
+    """Per-layer gradient and weight norms of every optimizer step, by ``vector_norm``."""
+
+    def __init__(self, monitor: GradFlowMonitor) -> None:
+        self.monitor = monitor
+        self.grads: list[list[float]] = []
+        self.weights: list[list[float]] = []
+
+    @staticmethod
+    def _norm(tensors: list[torch.Tensor]) -> float:
+        norms = torch.stack([torch.linalg.vector_norm(t) for t in tensors])
+        return torch.linalg.vector_norm(norms).item()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        layers = self.monitor.layers
+        self.grads.append([self._norm([p.grad for p in layer.params]) for layer in layers])
+        self.weights.append([self._norm(list(layer.params)) for layer in layers])
+
+
+@pytest.mark.parametrize(
+    ("precision", "complex_dtype", "dtypes", "rel"),
+    [
+        ("64-true", torch.complex128, {torch.complex128, torch.float64}, 1e-12),
+        ("32-true", torch.complex64, {torch.complex64, torch.float32}, 1e-6),
+    ],
+)
+def test_float64_and_complex_parameters(precision, complex_dtype, dtypes, rel):
+    monitor = StepCounter(log_every_n_steps=1, histogram_every_n_steps=1, linear_histogram_bins=6)
+    reference = ReferenceNorms(monitor)
+    model = Regressor(nn.Sequential(ComplexMixer(complex_dtype), nn.Tanh(), mlp(depth=1)))
+    quiet_trainer(callbacks=[monitor, reference], max_steps=3, precision=precision).fit(
+        model, regression_loader()
+    )
+    assert {p.dtype for p in model.parameters()} == dtypes
+    assert [layer.name for layer in monitor.layers] == ["net.0", "net.2.0", "net.2.2"]
+    assert len(monitor.records) == 3
+    for record, grads, weights in zip(
+        monitor.records, reference.grads, reference.weights, strict=True
+    ):
+        assert record.layer_norms.tolist() == pytest.approx(grads, rel=rel)
+        assert record.weight_norms.tolist() == pytest.approx(weights, rel=rel)
+        assert all(0 < ratio < 1 for ratio in record.update_ratios)
+        numels = [layer.numel for layer in monitor.layers]
+        assert record.log_histograms.sum(axis=1).tolist() == numels
+        counts, _ = record.linear_histograms
+        assert counts.sum(axis=1).tolist() == numels
+        assert counts[0, :3].sum() == 0  # complex values are binned by magnitude: all >= 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -189,13 +256,52 @@ def test_bf16_mixed_precision_on_cpu():
         ({"histogram_every_n_steps": -5}, "histogram_every_n_steps=-5"),
         ({"plot_every_n_steps": 2.5}, "plot_every_n_steps=2.5"),
         ({"histogram_every_n_steps": True}, "histogram_every_n_steps=True"),
-        ({"granularity": "param"}, "granularity='param' is not one of"),
+        ({"granularity": "param"}, "granularity='param' is not allowed: expected one of"),
+        ({"granularity": ["layer"]}, "granularity=['layer'] is not allowed: expected one of"),
         ({"linear_histogram_bins": 0}, "linear_histogram_bins=0"),
+        ({"linear_histogram_bins": 2.5}, "linear_histogram_bins=2.5"),
+        ({"log_weight_norms": "no"}, "log_weight_norms='no' is not allowed: expected True or"),
+        ({"log_update_ratios": None}, "log_update_ratios=None is not allowed: expected True or"),
+        ({"sharded": 1}, "sharded=1 is not allowed: expected True, False or None"),
+        ({"disable": None}, "disable=None is not allowed: expected a list of alert kinds"),
+        ({"disable": "vanishing"}, "disable='vanishing' is not allowed: expected a list of"),
+        ({"disable": [["vanishing"]]}, "disable=[['vanishing']] holds unknown alert kinds"),
+        ({"actions": "raise"}, "actions='raise' is not allowed: expected a mapping of alert"),
+        (
+            {"histogram_bins": "decade"},
+            "histogram_bins='decade' is not allowed: expected a LogBins",
+        ),
+        ({"histogram_bins": {"per_decade": 2.5}}, "histogram_bins.per_decade=2.5 is not allowed"),
+        ({"histogram_bins": {"high_exp": float("inf")}}, "histogram_bins.high_exp=inf is not"),
+        ({"probes": {"patience": 0}}, "probes.patience=0 is not allowed: expected a positive"),
+        ({"probes": [("patience", 5)]}, "probes=[('patience', 5)] is not allowed: expected a"),
+        ({"detectors": {"spike_factor": float("nan")}}, "detectors.spike_factor=nan is not"),
+        ({"detectors": 5}, "detectors=5 is not allowed: expected a DetectorConfig, a mapping"),
+        (
+            {"detectors": {"patience": 5, "windw": 10}},
+            "detectors={'patience': 5, 'windw': 10} is not allowed: expected a DetectorConfig or "
+            "a mapping of its fields; unknown: ['windw'], allowed: ['vanishing_floor', ",
+        ),
     ],
 )
 def test_invalid_settings_fail_at_construction(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=re.escape(match)):
         GradFlowMonitor(**kwargs)
+
+
+def test_configs_from_mappings_and_disable_from_a_generator():
+    monitor = GradFlowMonitor(
+        histogram_bins={"low_exp": -8, "per_decade": 2},
+        detectors={"patience": 5, "spike_factor": 20},
+        probes={"patience": 4},
+        disable=(kind for kind in ["vanishing", "dead_relu"]),
+    )
+    assert monitor.histogram_bins == LogBins(low_exp=-8, per_decade=2)
+    assert monitor.detector_config == DetectorConfig(patience=5, spike_factor=20)
+    assert monitor.probe_config == ProbeConfig(patience=4)
+    kinds = [d.kind for d in monitor._detectors.detectors]
+    assert kinds == ["exploding", "nonfinite", "always_clipping", "loss_spike"]
+    assert "dead_relu" not in monitor._probe_detectors.kinds
 
 
 def test_public_api_exports():

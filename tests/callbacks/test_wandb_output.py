@@ -1,9 +1,12 @@
 """GradFlowMonitor -> Weights & Biases (offline), read back from the run's .wandb records."""
 
+import numpy as np
 import pytest
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_gradflow import GradFlowMonitor
+from lightning_gradflow import GradFlowMonitor, LogBins
+from lightning_gradflow.writers.wandb_writer import merge_bins
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 from tests.helpers.wandb_records import (
     find_wandb_file,
@@ -55,3 +58,57 @@ def test_scalars_histograms_and_picture_reach_wandb(wandb_run):
     image = images(picture_rows[0])["grad_flow"]
     assert image["format"] == "png" and image["width"] >= 600
     assert (run_files_dir(find_wandb_file(root)) / image["path"]).is_file()
+
+
+class RecordKeeper(GradFlowMonitor):
+    """Keeps every flushed record, to compare with what W&B received."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.records = []
+
+    def _handle(self, trainer, records, **kwargs):
+        self.records.extend(records)
+        super()._handle(trainer, records, **kwargs)
+
+
+def test_histograms_above_wandbs_512_bins_are_merged_for_wandb_only(tmp_path, monkeypatch):
+    root = offline_wandb_env(monkeypatch, tmp_path / "wandb")
+    bins = LogBins(low_exp=-12, high_exp=4, per_decade=64)  # 1024 value bins + 2 buckets
+    monitor = RecordKeeper(
+        histogram_every_n_steps=1,
+        plot_every_n_steps=None,
+        probe_every_n_steps=None,
+        histogram_bins=bins,
+        linear_histogram_bins=1000,
+    )
+    wandb_logger = WandbLogger(save_dir=str(root), offline=True, project="gradflow-test")
+    tb_logger = TensorBoardLogger(tmp_path / "tb", name="run", version=0)
+    quiet_trainer(logger=[wandb_logger, tb_logger], callbacks=[monitor], max_steps=2).fit(
+        Regressor(mlp(depth=1)), regression_loader()
+    )
+    finish_wandb(wandb_logger.experiment)
+    rows = [r for r in history_rows(read_finished_records(root)) if histograms(r)]
+    assert [r["trainer/global_step"] for r in rows] == [0, 1]
+    edges = np.asarray(bins.edges())
+    for row, record in zip(rows, monitor.records, strict=True):
+        for i, layer in enumerate(monitor.layers):
+            log_hist = histograms(row)[f"grad_hist/{layer.name}"]
+            counts, merged_edges = merge_bins(record.log_histograms[i], edges, 512)
+            assert len(log_hist["values"]) == 2 + 1024 // 3 + 1  # runs of 3 inner bins
+            assert log_hist["values"] == counts.tolist() and sum(counts) == layer.numel
+            assert log_hist["bins"] == pytest.approx(merged_edges.tolist())
+            assert log_hist["bins"][:2] == [-13.0, -12.0] and log_hist["bins"][-2:] == [4.0, 5.0]
+            values = histograms(row)[f"grad_values/{layer.name}"]
+            linear, maxabs = record.linear_histograms[0][i], record.linear_histograms[1][i]
+            counts, _ = merge_bins(linear, np.linspace(-1, 1, 1001) * maxabs, 512)
+            assert len(values["values"]) == 2 + 998 // 2  # runs of 2 inner bins
+            assert values["values"] == counts.tolist() and sum(counts) == layer.numel
+            assert values["bins"][0] == pytest.approx(-maxabs)
+    events = EventAccumulator(str(tmp_path / "tb" / "run" / "version_0"), {"histograms": 0})
+    events.Reload()
+    for layer in monitor.layers:  # TensorBoard keeps every bin
+        [first, _] = events.Histograms(f"grad_values/{layer.name}")
+        assert len(first.histogram_value.bucket) == 1000
+        [first, _] = events.Histograms(f"grad_hist/{layer.name}")
+        assert len(first.histogram_value.bucket) == bins.num_buckets == 1026

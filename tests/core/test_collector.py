@@ -113,9 +113,10 @@ def test_model_without_parameters():
     assert record.total_norm == 0.0 and record.layer_norms.shape == (0,)
 
 
-def test_invalid_linear_bins():
-    with pytest.raises(ValueError, match="linear_bins=0"):
-        GradientCollector([], linear_bins=0)
+@pytest.mark.parametrize("bins", [0, 2.5, True])
+def test_invalid_linear_bins(bins):
+    with pytest.raises(ValueError, match=f"linear_bins={bins} is not allowed: expected a positive"):
+        GradientCollector([], linear_bins=bins)
 
 
 def _flat_shards(model: nn.Module, rank: int) -> None:

@@ -174,6 +174,11 @@ def test_disable_kinds():
         ("cooldown_steps", -1),
         ("growth_decades", "3"),
         ("loss_spike_steps", 1.5),
+        ("spike_factor", float("inf")),
+        ("growth_decades", float("inf")),
+        ("vanishing_floor", float("nan")),
+        ("exploding_depth_ratio", float("nan")),
+        ("patience", True),
     ],
 )
 def test_invalid_thresholds(field, value):

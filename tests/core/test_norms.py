@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lightning_gradflow.core.norms import squared_norms_by_layer
+from tests.helpers.dispatch import OpRecorder
 
 
 def test_matches_vector_norm_per_layer():
@@ -66,3 +67,36 @@ def test_no_tensors_gives_zeros():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="2 tensors but 1 layer indices"):
         squared_norms_by_layer([torch.ones(1), torch.ones(1)], [0], num_layers=1)
+
+
+def test_float64_norms_are_computed_in_float64():
+    tiny = torch.full((4,), 1e-30, dtype=torch.float64)
+    huge = torch.full((9,), 1e100, dtype=torch.float64)
+    sq = squared_norms_by_layer([tiny, huge], [0, 1], num_layers=2)  # float32: 0 and inf
+    assert sq.sqrt().tolist() == pytest.approx([2e-30, 3e100], rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_norm_is_the_norm_of_the_magnitudes(dtype):
+    z = torch.tensor([3 + 4j, 1j, -2.0], dtype=dtype)
+    real = torch.tensor([1.0, 2.0])
+    sq = squared_norms_by_layer([z, real, z], [0, 0, 1], num_layers=2)
+    assert sq.tolist() == pytest.approx([25.0 + 1 + 4 + 1 + 4, 30.0], rel=1e-6)
+    assert sq[1].sqrt().item() == pytest.approx(torch.linalg.vector_norm(z).item())
+
+
+def test_one_norm_kernel_per_dtype_and_the_layer_index_cached_per_group():
+    dtypes = [torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.float32]
+    tensors = [torch.ones(n**2, dtype=d) for n, d in zip([2, 3, 4, 5, 6], dtypes, strict=True)]
+    cache: dict = {}
+    with OpRecorder() as rec:
+        sq = squared_norms_by_layer(tensors, [0, 0, 1, 1, 2], num_layers=3, index_cache=cache)
+    assert sq.tolist() == [4.0 + 9, 16.0 + 25, 36.0]
+    assert rec.ops.count("_foreach_norm") == 4
+    assert sorted(str(dtype) for _, dtype, _ in cache) == [
+        "torch.bfloat16",
+        "torch.float16",
+        "torch.float32",
+        "torch.float64",
+    ]
+    assert cache[(torch.device("cpu"), torch.float32, (0, 2))].tolist() == [0, 2]

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lightning_gradflow import GradFlowMonitor
+from lightning_gradflow import DetectorConfig, GradFlowMonitor, LogBins, ProbeConfig
 from lightning_gradflow.volatility import VolatilityDataModule, VolatilityForecaster
 from recipes.train import instantiate_group
 from tests.recipes.conftest import CONFIG_DIR, MODELS, composed
@@ -207,3 +207,23 @@ def test_bad_value_fails_with_our_message(override, node, message):
             instantiate(target, model=torch.nn.Linear(1, 1))
         else:
             instantiate(target, _convert_="all")
+
+
+def test_gradflow_thresholds_from_command_line_overrides():
+    """``+callbacks.gradflow.<config>.<field>=...`` reaches the monitor, whether the node has a
+    ``_target_`` (detectors) or Hydra builds a plain mapping (probes, histogram_bins)."""
+    overrides = [
+        "+callbacks.gradflow.probes.patience=5",
+        "+callbacks.gradflow.detectors.patience=5",
+        "+callbacks.gradflow.histogram_bins.per_decade=2",
+    ]
+    with composed(overrides) as cfg:
+        monitor = instantiate(cfg.callbacks.gradflow)
+    assert monitor.probe_config == ProbeConfig(patience=5)
+    assert monitor.detector_config == DetectorConfig(patience=5)
+    assert monitor.histogram_bins == LogBins(per_decade=2)
+    with (
+        composed(["+callbacks.gradflow.probes.patiense=5"]) as cfg,
+        pytest.raises(InstantiationException, match=r"probes=\{'patiense': 5\} is not allowed"),
+    ):
+        instantiate(cfg.callbacks.gradflow)

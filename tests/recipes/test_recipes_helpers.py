@@ -1,4 +1,4 @@
-"""The resolvers the configs use and the sweep comparison, without training anything."""
+"""The resolvers the configs use, the sweep comparison and the run summary (in tiny CPU fits)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lightning_gradflow import GradFlowMonitor
 from recipes import compare, resolvers
+from recipes.callbacks import SUMMARY_FILE, RunSummary
+from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 
 
 @pytest.mark.parametrize(
@@ -107,3 +110,15 @@ def test_compare_cli(tmp_path, capsys):
     sweep = _sweep(tmp_path, [_record("lstm", 0.5, 0.9, {}, ["model=lstm"])])
     compare.main([str(sweep)])
     assert "| model=lstm |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", ["32-true", "64-true"])
+def test_run_summary_measures_the_applied_norm_in_any_precision(precision, tmp_path):
+    """Without clipping, the norm the optimizer applied is the monitor's largest total norm."""
+    callbacks = [GradFlowMonitor(log_every_n_steps=1), RunSummary(tmp_path)]
+    quiet_trainer(callbacks=callbacks, max_steps=3, precision=precision).fit(
+        Regressor(mlp(depth=2)), regression_loader()
+    )
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert summary["steps"] == 3
+    assert summary["applied_grad_norm_max"] == pytest.approx(summary["grad_norm_max"], rel=1e-6)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from lightning_gradflow.core.validation import fail
+from lightning_gradflow.core.validation import check_number, fail
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ class DetectorConfig:
         )
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                fail(f.name, value, "a number")
+            check_number(f.name, value)
             if f.name in positive and not value > 0:
                 fail(f.name, value, "a number > 0")
             if f.name in below_one and not 0 < value < 1:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from lightning_gradflow.core.validation import fail
+from lightning_gradflow.core.validation import check_number, fail
 
 _SHARES = (
     "dead_relu_threshold",
@@ -83,8 +83,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                fail(f.name, value, "a number")
+            check_number(f.name, value)
             if f.name in _SHARES and not 0 < value < 1:
                 fail(f.name, value, "a number in (0, 1)")
             if f.name in _COUNTS and (not isinstance(value, int) or value < 1):

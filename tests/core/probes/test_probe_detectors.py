@@ -121,8 +121,10 @@ def test_rank_collapse_variants_have_their_own_cooldown_keys():
         ("max_samples", 0, "a positive integer"),
         ("patience", 1.5, "a positive integer"),
         ("histogram_bins", 0, "a positive integer"),
-        ("dead_relu_min_rows", True, "a number"),
-        ("patience", "3", "a number"),
+        ("dead_relu_min_rows", True, "a finite number"),
+        ("patience", "3", "a finite number"),
+        ("rank_collapse_threshold", float("inf"), "a finite number"),
+        ("sigmoid_tail", float("nan"), "a finite number"),
     ],
 )
 def test_invalid_config_names_the_value_and_what_is_allowed(field, value, allowed):
