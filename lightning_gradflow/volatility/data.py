@@ -246,6 +246,11 @@ class VolatilityDataModule(pl.LightningDataModule):
         return self._series().parkinson
 
     @property
+    def garman_klass(self) -> np.ndarray:
+        """Raw daily (floored) Garman–Klass variance (%^2), indexed like ``series.dates``."""
+        return self._series().garman_klass
+
+    @property
     def returns(self) -> np.ndarray:
         """Raw daily close-to-close returns (%), indexed like ``series.dates``."""
         return self._series().returns

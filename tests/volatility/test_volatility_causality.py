@@ -66,7 +66,9 @@ def stamped(dm: VolatilityDataModule, baselines: tuple[str, ...] = BASELINES) ->
     if baselines:
         fit = split_origins(dm.split_indices, FIT_SPLITS)
         test = dm.split_indices["test"]
-        forecasts = baseline_forecasts(dm.returns, dm.proxy, fit, test, h, baselines)
+        forecasts = baseline_forecasts(
+            dm.returns, dm.proxy, fit, test, h, baselines, garman_klass=dm.garman_klass
+        )
         for name, fc in forecasts.items():
             out[f"baseline {name}"] = (dates[test], fc.variance)
     return out
@@ -102,7 +104,7 @@ def check_date(ohlc: OHLC, date: str, make: Callable[[OHLC], VolatilityDataModul
 @pytest.mark.parametrize("horizon", [1, 5])
 @pytest.mark.parametrize("date", DATES)
 def test_nothing_dated_earlier_changes(sp500_ohlc: OHLC, date: str, horizon: int) -> None:
-    baselines = BASELINES if horizon == 1 else ("har", "log_har", "ewma", "mean_22")
+    baselines = BASELINES if horizon == 1 else ("har", "log_har", "lhar", "har_x", "ewma")
     problems = check_date(
         sp500_ohlc,
         date,
@@ -189,8 +191,8 @@ def test_control_baseline_reading_tomorrow_fails(sp500_ohlc, monkeypatch) -> Non
 
     original = baselines.baseline_forecasts
 
-    def leaky(returns, proxy, fit, test, horizon=1, names=BASELINES):
-        out = original(returns, proxy, fit, test, horizon, names)
+    def leaky(returns, proxy, fit, test, horizon=1, names=BASELINES, garman_klass=None):
+        out = original(returns, proxy, fit, test, horizon, names, garman_klass)
         out["yesterday"] = out["yesterday"]._replace(variance=proxy[test + 1])
         return out
 
