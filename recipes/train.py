@@ -118,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> dict[str, Any]:
     """Test metrics, baselines on the same split, alerts and the gradient summary."""
     from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
-    from lightning_gradflow.volatility import Forecast, evaluate_baselines
+    from lightning_gradflow.volatility import Forecast, evaluate_split, significance
     from recipes.callbacks import SUMMARY_FILE
 
     info = _run_info(cfg)
@@ -138,7 +138,25 @@ def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> d
             pred = forecaster.test_predictions
             extra[str(info["model"])] = Forecast(pred["variance_forecast"], pred["log_forecast"])
     datamodule.setup("test")
-    rows = evaluate_baselines(datamodule, extra=extra)
+    evaluation = evaluate_split(datamodule, extra=extra)
+    rows = evaluation.rows
+    tests: dict[str, Any] = {}
+    if extra:  # DM of the network against HAR, log-HAR and LHAR; the MCS over every forecast
+        name = next(iter(extra))
+        tests = significance(
+            evaluation.realised,
+            {k: fc.variance for k, fc in evaluation.forecasts.items()},
+            models=[name],
+            horizon=datamodule.horizon,
+            seed=int(cfg.get("seed") or 0),
+        )
+        row = next(r for r in rows if r["model"] == name)
+        test_metrics["qlike_ratio_lhar"] = row["ratio_lhar"]
+        test_metrics.update(
+            {f"dm_t_{ref}": dm["t"] for ref, dm in tests["dm"][name].items()},
+            in_mcs=tests["mcs"][name]["in_mcs"],
+            mcs_pvalue=tests["mcs"][name]["pvalue"],
+        )
 
     summary_path = output_dir / SUMMARY_FILE
     gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -147,7 +165,12 @@ def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> d
         "run": info,
         "test": test_metrics,
         "test_error": test_error,
-        "baselines": [r for r in rows if r["model"] not in extra],
+        "baselines": [
+            {**r, **({"in_mcs": tests["mcs"][r["model"]]["in_mcs"]} if tests else {})}
+            for r in rows
+            if r["model"] not in extra
+        ],
+        "significance": tests,
         "alerts": gradient.pop("alert_counts", {}),
         "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
         "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
@@ -214,12 +237,27 @@ def _report(metrics: Mapping[str, Any]) -> str:
     rows = list(metrics["baselines"])
     if metrics["test"]:
         test = metrics["test"]
-        model_row = {"model": run.get("model"), "ratio_har": test["qlike_ratio_har"], **test}
+        model_row = {
+            "model": run.get("model"),
+            "ratio_har": test["qlike_ratio_har"],
+            "ratio_lhar": test.get("qlike_ratio_lhar"),
+            **test,
+        }
         rows.insert(0, model_row)
     lines = [f"\nTest split ({run.get('data')}), {run['output_dir']}"]
     if metrics["test_error"]:
         lines.append(f"model not scored: {metrics['test_error']}")
-    lines.append(format_table(rows, columns=["model", "qlike", "ratio_har", "mse_log", "mz_r2"]))
+    columns = ["model", "qlike", "ratio_har", "ratio_lhar", "mse_log", "mz_r2"]
+    if metrics.get("significance"):
+        columns.append("in_mcs")
+    lines.append(format_table([{c: r.get(c, "") for c in columns} for r in rows], columns))
+    for ref, dm in (
+        (metrics.get("significance") or {}).get("dm", {}).get(run.get("model"), {}).items()
+    ):
+        lines.append(
+            f"Diebold–Mariano (QLIKE, Newey–West, {dm['bandwidth']} lags) vs {ref}: "
+            f"t = {dm['t']:.2f}, p = {dm['pvalue']:.3f}"
+        )
     grad = metrics["gradient"]
     alerts = ", ".join(f"{k}: {v}" for k, v in sorted(metrics["alerts"].items())) or "none"
     if metrics["alerts_file"]:
