@@ -103,6 +103,8 @@ class VolatilityDataModule(pl.LightningDataModule):
         batch_size: batch size of every loader.
         train_end: last target date of the training split.
         val_end: last target date of the validation split; later target dates form the test split.
+        test_end: last target date of the test split (``None``: the end of the data); the
+            rolling-origin evaluation tests one year at a time.
         scale_target: z-score the log target with training statistics (see ``target_affine``).
         shuffle: shuffle the training loader (the only loader ever shuffled).
         num_workers: DataLoader workers.
@@ -130,6 +132,7 @@ class VolatilityDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         train_end: str = "2012-12-31",
         val_end: str = "2015-12-31",
+        test_end: str | None = None,
         scale_target: bool = True,
         shuffle: bool = True,
         num_workers: int = 0,
@@ -155,6 +158,9 @@ class VolatilityDataModule(pl.LightningDataModule):
         self.val_end = _date("val_end", val_end)
         if self.val_end <= self.train_end:
             raise ValueError(f"val_end={val_end!r} must be after train_end={train_end!r}")
+        self.test_end = None if test_end is None else _date("test_end", test_end)
+        if self.test_end is not None and self.test_end <= self.val_end:
+            raise ValueError(f"test_end={test_end!r} must be after val_end={val_end!r}")
         self.source = source
         self.features = features
         self.window = window
@@ -215,7 +221,11 @@ class VolatilityDataModule(pl.LightningDataModule):
                 (first > self.train_end) & (last <= self.val_end),
                 f"in ({self.train_end}, {self.val_end}]",
             ),
-            "test": (first > self.val_end, f"> {self.val_end}"),
+            "test": (
+                (first > self.val_end)
+                & (last <= (dates[-1] if self.test_end is None else self.test_end)),
+                f"in ({self.val_end}, {self.test_end or dates[-1]}]",
+            ),
         }
         for split, (mask, bounds) in masks.items():
             if not mask.any():
