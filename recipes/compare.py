@@ -1,9 +1,14 @@
 """Collect the ``metrics.json`` of a sweep into one table (markdown + CSV).
 
-Each run is one row: QLIKE, ratio to HAR, MSE of log variance, Mincer–Zarnowitz R², alerts by
-kind, the first/last-layer gradient-norm ratio and γ, the largest raw and applied gradient norms
-and the wall time; the baselines on the same test split follow (once per data set). A run is
-labelled by the overrides that differ between the runs (``model=lstm``, ``model.depth=20`` ...).
+Each configuration is one row: QLIKE, ratio to HAR and to LHAR, the Diebold–Mariano t (QLIKE,
+Newey–West) against HAR, log-HAR and LHAR (negative: the network is better), the share of seeds
+whose network is in the Model Confidence Set (``arch.bootstrap.MCS`` at 10%, over the network
+and every baseline), MSE of log variance, Mincer–Zarnowitz R², alerts by kind, the
+first/last-layer gradient-norm ratio and γ, the largest raw and applied gradient norms and the
+wall time; the baselines on the same test split follow (once per data set). A configuration is
+labelled by the overrides that differ between the runs (``model=lstm``, ``model.depth=20`` ...)
+except ``seed=``: runs that differ only in their seed form one row, ``mean ± sd`` over the seeds
+(``seeds`` says how many; sd with ``n - 1``). Rolling-origin runs report pooled test losses.
 
 Usage:
     python -m recipes.compare <sweep dir>     # writes comparison.md / comparison.csv there
@@ -33,8 +38,14 @@ TABLE_MD = "comparison.md"
 TABLE_CSV = "comparison.csv"
 COLUMNS = (
     "run",
+    "seeds",
     "qlike",
     "ratio_har",
+    "ratio_lhar",
+    "dm_har",
+    "dm_log_har",
+    "dm_lhar",
+    "in_mcs",
     "mse_log",
     "mz_r2",
     "alerts",
@@ -45,8 +56,8 @@ COLUMNS = (
     "epochs",
     "wall_s",
 )
-# where a run wrote and how many threads it used: never part of its label
-_NOISE = ("hydra.", "paths.", "num_threads=")
+# where a run wrote, how many threads it used and its seed: never part of its label
+_NOISE = ("hydra.", "paths.", "num_threads=", "seed=")
 
 
 def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -81,6 +92,32 @@ def _alerts(counts: Mapping[str, int]) -> str:
     return " ".join(f"{kind}:{n}" for kind, n in sorted(counts.items()) if n) or "none"
 
 
+def _values(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None]
+
+
+def mean_sd(values: Sequence[float | None], fmt=_fixed, **kwargs: Any) -> str:
+    """``mean ± sd`` (sd with ``n - 1``) of the values present; the value alone for one.
+
+    Example:
+        >>> mean_sd([0.9, 1.0, None, 1.1]), mean_sd([2.0]), mean_sd([None])
+        ('1.000 ± 0.100', '2.000', '')
+    """
+    present = _values(values)
+    if not present:
+        return ""
+    mean = sum(present) / len(present)
+    if len(present) == 1:
+        return fmt(mean, **kwargs)
+    sd = (sum((v - mean) ** 2 for v in present) / (len(present) - 1)) ** 0.5
+    return f"{fmt(mean, **kwargs)} ± {fmt(sd, **kwargs)}"
+
+
+def _share(flags: Sequence[bool | None]) -> str:
+    present = [bool(f) for f in flags if f is not None]
+    return f"{sum(present)}/{len(present)}" if present else ""
+
+
 def labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per run, the overrides that differ between runs (all of them if only one run)."""
     overrides = [
@@ -95,24 +132,42 @@ def labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Formatted table rows: one per run, then the baselines (once per data set)."""
-    rows = []
+    """Formatted table rows: one per configuration (seeds aggregated), then the baselines."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for label, rec in zip(labels(records), records, strict=True):
-        test, grad = rec.get("test", {}), rec.get("gradient", {})
+        groups.setdefault(label, []).append(rec)
+    rows = []
+    for label, recs in groups.items():
+        tests = [r.get("test", {}) for r in recs]
+        grads = [r.get("gradient", {}) for r in recs]
+        alerts: dict[str, int] = {}
+        for rec in recs:
+            for kind, n in rec.get("alerts", {}).items():
+                alerts[kind] = alerts.get(kind, 0) + n
+
+        def col(key: str, source: Sequence[Mapping[str, Any]] = tests, **kw: Any) -> str:
+            return mean_sd([s.get(key) for s in source], **kw)
+
         rows.append(
             {
                 "run": label,
-                "qlike": _fixed(test.get("qlike"), 4),
-                "ratio_har": _fixed(test.get("qlike_ratio_har")),
-                "mse_log": _fixed(test.get("mse_log")),
-                "mz_r2": _fixed(test.get("mz_r2")),
-                "alerts": _alerts(rec.get("alerts", {})),
-                "grad_ratio": _sci(grad.get("first_last_ratio")),
-                "gamma": _sci(grad.get("gamma"), 3),
-                "grad_max": _sci(grad.get("grad_norm_max")),
-                "applied_grad_max": _sci(grad.get("applied_grad_norm_max")),
-                "epochs": str(rec.get("training", {}).get("epochs", "")),
-                "wall_s": _fixed(rec.get("wall_time_s"), 1),
+                "seeds": str(len(recs)),
+                "qlike": col("qlike", digits=4),
+                "ratio_har": col("qlike_ratio_har"),
+                "ratio_lhar": col("qlike_ratio_lhar"),
+                "dm_har": col("dm_t_har", digits=2),
+                "dm_log_har": col("dm_t_log_har", digits=2),
+                "dm_lhar": col("dm_t_lhar", digits=2),
+                "in_mcs": _share([t.get("in_mcs") for t in tests]),
+                "mse_log": col("mse_log"),
+                "mz_r2": col("mz_r2"),
+                "alerts": _alerts(alerts),
+                "grad_ratio": col("first_last_ratio", grads, fmt=_sci),
+                "gamma": col("gamma", grads, fmt=_sci, digits=3),
+                "grad_max": col("grad_norm_max", grads, fmt=_sci),
+                "applied_grad_max": col("applied_grad_norm_max", grads, fmt=_sci),
+                "epochs": mean_sd([r.get("training", {}).get("epochs") for r in recs], digits=1),
+                "wall_s": mean_sd([r.get("wall_time_s") for r in recs], digits=1),
             }
         )
     first_of_data: dict[Any, Mapping[str, Any]] = {}
@@ -126,6 +181,8 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
                 run=f"{prefix}: {base['model']}",
                 qlike=_fixed(base["qlike"], 4),
                 ratio_har=_fixed(base["ratio_har"]),
+                ratio_lhar=_fixed(base.get("ratio_lhar")),
+                in_mcs=_share([base.get("in_mcs")]),
                 mse_log=_fixed(base["mse_log"]),
                 mz_r2=_fixed(base["mz_r2"]),
             )

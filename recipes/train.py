@@ -71,13 +71,14 @@ def _run_info(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """Fit, test, score the baselines and write ``metrics.json``.
 
+    With ``cfg.rolling`` set (``experiment=rolling_origin``) the model is re-trained for every
+    test year and ``metrics.json`` holds the pooled and per-year scores (see :func:`_rolling`).
+
     Returns:
         The metrics on global rank zero; ``None`` on the other ranks.
     """
     import pytorch_lightning as pl
     import torch
-
-    from recipes.callbacks import RunSummary
 
     start = time.perf_counter()
     if cfg.get("num_threads"):
@@ -85,7 +86,27 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("rolling"):
+        metrics = _rolling(cfg, start)
+    else:
+        result = _fit_and_score(cfg, start)
+        if result is None:
+            return None
+        metrics = result[0]
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    print(_report(metrics), flush=True)
+    if metrics["run"].get("multirun"):
+        from recipes.compare import write_comparison
 
+        write_comparison(metrics["run"]["sweep_dir"])
+    return metrics
+
+
+def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] | None:
+    """One fit and test: the metrics and the test split's ``Evaluation`` (rank zero only)."""
+    from recipes.callbacks import RunSummary
+
+    output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     forecaster = instantiate(cfg.forecaster, model=model)
@@ -99,15 +120,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         _release_process_group()
         if not trainer.is_global_zero:
             return None  # rank zero tests on one device and writes every file
-        metrics = _score(cfg, trainer, forecaster, datamodule)
+        metrics, evaluation = _score(cfg, trainer, forecaster, datamodule)
         metrics.update(fit_time_s=fit_s, wall_time_s=time.perf_counter() - start)
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        print(_report(metrics), flush=True)
-        if metrics["run"].get("multirun"):
-            from recipes.compare import write_comparison
-
-            write_comparison(metrics["run"]["sweep_dir"])
-        return metrics
+        return metrics, evaluation
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
@@ -115,10 +130,90 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
             wandb.finish()
 
 
-def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> dict[str, Any]:
-    """Test metrics, baselines on the same split, alerts and the gradient summary."""
+def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
+    """Expanding-window evaluation: one fit per test year, pooled like one long test split.
+
+    Each year runs in ``<output_dir>/origin_<year>`` with ``data.train_end/val_end/test_end``
+    from :func:`~lightning_gradflow.volatility.rolling.rolling_origins` (single device).
+    """
+    from lightning_gradflow.volatility.rolling import YearResult, pool, rolling_origins
+
+    output_dir = Path(cfg.paths.output_dir)
+    origins = rolling_origins(cfg.rolling.test_years, cfg.rolling.get("val_years", 1))
+    years, records = [], []
+    for origin in origins:
+        year_cfg = OmegaConf.to_container(cfg, resolve=False)  # paths resolve per year
+        year_cfg["data"].update(origin.overrides())
+        year_cfg["paths"]["output_dir"] = str(output_dir / f"origin_{origin.test_year}")
+        year_cfg["rolling"] = None
+        result = _fit_and_score(OmegaConf.create(year_cfg), time.perf_counter())
+        if result is None:
+            raise RuntimeError("rolling-origin runs need a single device (trainer.devices=1)")
+        metrics, evaluation = result
+        records.append(metrics)
+        years.append(YearResult(origin.test_year, evaluation.realised, evaluation.forecasts))
+    model = str(records[0]["run"]["model"])
+    scored = all(r["test"] for r in records)
+    pooled = pool(
+        years,
+        models=[model] if scored else [],
+        horizon=int(cfg.data.horizon),
+        seed=int(cfg.get("seed") or 0),
+    )
+    test: dict[str, Any] = {}
+    if scored:
+        row = next(r for r in pooled["pooled"] if r["model"] == model)
+        dm = pooled["significance"]["dm"][model]
+        test = {
+            "qlike": row["qlike"],
+            "mse_log": row["mse_log"],
+            "mz_r2": row["mz_r2"],
+            "qlike_ratio_har": row["ratio_har"],
+            "qlike_ratio_lhar": row["ratio_lhar"],
+            **{f"dm_t_{ref}": d["t"] for ref, d in dm.items()},
+            "in_mcs": pooled["significance"]["mcs"][model]["in_mcs"],
+            "mcs_pvalue": pooled["significance"]["mcs"][model]["pvalue"],
+        }
+    mcs = pooled["significance"]["mcs"]
+    last = records[-1]
+    return {
+        "run": _run_info(cfg) | {"rolling": [o.test_year for o in origins]},
+        "test": test,
+        "test_error": next((r["test_error"] for r in records if r["test_error"]), None),
+        "baselines": [
+            {**r, "in_mcs": mcs[r["model"]]["in_mcs"]}
+            for r in pooled["pooled"]
+            if r["model"] != model
+        ],
+        "significance": pooled["significance"],
+        "per_year": [
+            {
+                "test_year": y["test_year"],
+                "rows": y["rows"],
+                "epochs": rec["training"]["epochs"],
+                "wall_time_s": rec["wall_time_s"],
+            }
+            for y, rec in zip(pooled["per_year"], records, strict=True)
+        ],
+        "alerts": {
+            k: sum(r["alerts"].get(k, 0) for r in records)
+            for k in sorted({k for r in records for k in r["alerts"]})
+        },
+        "alerts_file": None,
+        "gradient": last["gradient"],
+        "training": {"epochs": sum(r["training"]["epochs"] for r in records)},
+        "fit_time_s": sum(r["fit_time_s"] for r in records),
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def _score(
+    cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any
+) -> tuple[dict[str, Any], Any]:
+    """Test metrics, baselines on the same split, alerts and the gradient summary; and the
+    test split's ``Evaluation`` (every forecast and the realised proxy)."""
     from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
-    from lightning_gradflow.volatility import Forecast, evaluate_baselines
+    from lightning_gradflow.volatility import Forecast, evaluate_split, significance
     from recipes.callbacks import SUMMARY_FILE
 
     info = _run_info(cfg)
@@ -138,16 +233,39 @@ def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> d
             pred = forecaster.test_predictions
             extra[str(info["model"])] = Forecast(pred["variance_forecast"], pred["log_forecast"])
     datamodule.setup("test")
-    rows = evaluate_baselines(datamodule, extra=extra)
+    evaluation = evaluate_split(datamodule, extra=extra)
+    rows = evaluation.rows
+    tests: dict[str, Any] = {}
+    if extra:  # DM of the network against HAR, log-HAR and LHAR; the MCS over every forecast
+        name = next(iter(extra))
+        tests = significance(
+            evaluation.realised,
+            {k: fc.variance for k, fc in evaluation.forecasts.items()},
+            models=[name],
+            horizon=datamodule.horizon,
+            seed=int(cfg.get("seed") or 0),
+        )
+        row = next(r for r in rows if r["model"] == name)
+        test_metrics["qlike_ratio_lhar"] = row["ratio_lhar"]
+        test_metrics.update(
+            {f"dm_t_{ref}": dm["t"] for ref, dm in tests["dm"][name].items()},
+            in_mcs=tests["mcs"][name]["in_mcs"],
+            mcs_pvalue=tests["mcs"][name]["pvalue"],
+        )
 
     summary_path = output_dir / SUMMARY_FILE
     gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
-    return {
+    metrics = {
         "run": info,
         "test": test_metrics,
         "test_error": test_error,
-        "baselines": [r for r in rows if r["model"] not in extra],
+        "baselines": [
+            {**r, **({"in_mcs": tests["mcs"][r["model"]]["in_mcs"]} if tests else {})}
+            for r in rows
+            if r["model"] not in extra
+        ],
+        "significance": tests,
         "alerts": gradient.pop("alert_counts", {}),
         "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
         "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
@@ -158,6 +276,7 @@ def _score(cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any) -> d
             "best_checkpoint": best,
         },
     }
+    return metrics, evaluation
 
 
 def _test(
@@ -214,12 +333,46 @@ def _report(metrics: Mapping[str, Any]) -> str:
     rows = list(metrics["baselines"])
     if metrics["test"]:
         test = metrics["test"]
-        model_row = {"model": run.get("model"), "ratio_har": test["qlike_ratio_har"], **test}
+        model_row = {
+            "model": run.get("model"),
+            "ratio_har": test["qlike_ratio_har"],
+            "ratio_lhar": test.get("qlike_ratio_lhar"),
+            **test,
+        }
         rows.insert(0, model_row)
     lines = [f"\nTest split ({run.get('data')}), {run['output_dir']}"]
     if metrics["test_error"]:
         lines.append(f"model not scored: {metrics['test_error']}")
-    lines.append(format_table(rows, columns=["model", "qlike", "ratio_har", "mse_log", "mz_r2"]))
+    columns = ["model", "qlike", "ratio_har", "ratio_lhar", "mse_log", "mz_r2"]
+    if metrics.get("significance"):
+        columns.append("in_mcs")
+    lines.append(format_table([{c: r.get(c, "") for c in columns} for r in rows], columns))
+    for ref, dm in (
+        (metrics.get("significance") or {}).get("dm", {}).get(run.get("model"), {}).items()
+    ):
+        lines.append(
+            f"Diebold–Mariano (QLIKE, Newey–West, {dm['bandwidth']} lags) vs {ref}: "
+            f"t = {dm['t']:.2f}, p = {dm['pvalue']:.3f}"
+        )
+    if metrics.get("per_year"):
+        lines.append(f"pooled over test years {run['rolling'][0]}..{run['rolling'][-1]}; per year:")
+        per_year = []
+        for year in metrics["per_year"]:
+            by_model = {r["model"]: r for r in year["rows"]}
+            net = by_model.get(run.get("model"), {})
+            per_year.append(
+                {
+                    "year": year["test_year"],
+                    "n": by_model["har"]["n"],
+                    "model_ratio_har": net.get("ratio_har", ""),
+                    "model_ratio_lhar": net.get("ratio_lhar", ""),
+                    "lhar_ratio_har": by_model["lhar"]["ratio_har"],
+                    "log_har_ratio_har": by_model["log_har"]["ratio_har"],
+                    "epochs": year["epochs"],
+                    "wall_s": year["wall_time_s"],
+                }
+            )
+        lines.append(format_table(per_year))
     grad = metrics["gradient"]
     alerts = ", ".join(f"{k}: {v}" for k, v in sorted(metrics["alerts"].items())) or "none"
     if metrics["alerts_file"]:

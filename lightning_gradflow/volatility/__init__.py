@@ -11,14 +11,18 @@ Example:
 
 from lightning_gradflow.volatility.baselines import (
     BASELINES,
+    Evaluation,
     Forecast,
     baseline_forecasts,
     evaluate_baselines,
     evaluate_forecasts,
+    evaluate_split,
     ewma,
     format_table,
     garch,
     har,
+    har_x,
+    lhar,
     log_har,
 )
 from lightning_gradflow.volatility.data import FEATURES, ScalerStats, VolatilityDataModule
@@ -38,6 +42,12 @@ from lightning_gradflow.volatility.models import (
     VanillaRNN,
     build_model,
 )
+from lightning_gradflow.volatility.significance import (
+    DMResult,
+    diebold_mariano,
+    model_confidence_set,
+    significance,
+)
 from lightning_gradflow.volatility.sources import (
     OHLC,
     SOURCES,
@@ -55,7 +65,9 @@ __all__ = [
     "MODELS",
     "OHLC",
     "SOURCES",
+    "DMResult",
     "DailySeries",
+    "Evaluation",
     "Forecast",
     "ResidualMLP",
     "ScalerStats",
@@ -66,17 +78,23 @@ __all__ = [
     "baseline_forecasts",
     "build_model",
     "daily_series",
+    "diebold_mariano",
     "evaluate_baselines",
     "evaluate_forecast",
     "evaluate_forecasts",
+    "evaluate_split",
     "ewma",
     "format_table",
     "garch",
     "har",
+    "har_x",
+    "lhar",
     "load_ohlc",
     "log_har",
     "mincer_zarnowitz_r2",
+    "model_confidence_set",
     "mse_log",
     "qlike",
+    "significance",
     "simulate_garch_ohlc",
 ]

@@ -7,6 +7,11 @@ train + validation, i.e. targets through 2015) and applied unchanged to ``eval_o
 - ``har``: Corsi (2009) OLS of the target on ``[1, P_t, mean P_{t-4..t}, mean P_{t-21..t}]``.
 - ``log_har``: the same regression on ``ln P``; variance forecast ``exp(yhat + s^2/2)`` with
   ``s^2`` the in-sample residual variance.
+- ``lhar``: log-HAR plus the leverage terms of Corsi & Renò (2012): the negative part of the
+  daily return, ``r^- = min(r, 0)``, averaged over 1, 5 and 22 days; fit in logs, bias-corrected
+  like ``log_har``.
+- ``har_x``: ``lhar`` plus everything else the networks see: the signed return and
+  ``ln GK`` (Garman–Klass), each averaged over 1, 5 and 22 days (needs ``garman_klass``).
 - ``garch``: ``arch`` GARCH(1,1) on returns (needs the ``recipes`` extra), one-step filtered
   forecasts times the fit-period ratio ``mean(P) / mean(r^2)`` (squared returns -> range proxy).
 - ``ewma``: RiskMetrics (lambda 0.94) of *squared returns*, rescaled by the same ratio.
@@ -34,6 +39,8 @@ from lightning_gradflow.volatility.sources import VARIANCE_FLOOR
 BASELINES = (
     "har",
     "log_har",
+    "lhar",
+    "har_x",
     "garch",
     "ewma",
     "yesterday",
@@ -121,6 +128,59 @@ def log_har(
     return Forecast(np.exp(log_fc + s2 / 2), log_fc)
 
 
+def _log_regression(
+    proxy: np.ndarray,
+    regressors: np.ndarray,
+    fit_origins: np.ndarray,
+    eval_origins: np.ndarray,
+    horizon: int,
+) -> Forecast:
+    """OLS of the log target on ``regressors``; ``exp(yhat + s^2/2)`` like ``log_har``."""
+    _check_origins(fit_origins, eval_origins, horizon)
+    y = np.log(targets(proxy, fit_origins, horizon))
+    coef = np.linalg.lstsq(regressors[fit_origins], y, rcond=None)[0]
+    s2 = np.var(y - regressors[fit_origins] @ coef)
+    log_fc = regressors[eval_origins] @ coef
+    return Forecast(np.exp(log_fc + s2 / 2), log_fc)
+
+
+def _cascade(x: np.ndarray) -> np.ndarray:
+    """``[x_t, mean x_{t-4..t}, mean x_{t-21..t}]`` (the HAR cascade without the constant)."""
+    return har_design(x)[:, 1:]
+
+
+def lhar(
+    proxy: np.ndarray,
+    returns: np.ndarray,
+    fit_origins: np.ndarray,
+    eval_origins: np.ndarray,
+    horizon: int = 1,
+) -> Forecast:
+    """Log-HAR with the cascade of negative returns ``min(r, 0)`` (leverage HAR)."""
+    design = np.column_stack([har_design(np.log(proxy)), _cascade(np.minimum(returns, 0.0))])
+    return _log_regression(proxy, design, fit_origins, eval_origins, horizon)
+
+
+def har_x(
+    proxy: np.ndarray,
+    returns: np.ndarray,
+    garman_klass: np.ndarray,
+    fit_origins: np.ndarray,
+    eval_origins: np.ndarray,
+    horizon: int = 1,
+) -> Forecast:
+    """``lhar`` plus the cascades of the signed return and of ``ln GK``: the networks' inputs."""
+    design = np.column_stack(
+        [
+            har_design(np.log(proxy)),
+            _cascade(np.minimum(returns, 0.0)),
+            _cascade(returns),
+            _cascade(np.log(garman_klass)),
+        ]
+    )
+    return _log_regression(proxy, design, fit_origins, eval_origins, horizon)
+
+
 def _return_to_proxy_ratio(returns: np.ndarray, proxy: np.ndarray, last_day: int) -> float:
     return float(proxy[: last_day + 1].mean() / np.mean(returns[: last_day + 1] ** 2))
 
@@ -183,19 +243,24 @@ def baseline_forecasts(
     eval_origins: np.ndarray,
     horizon: int = 1,
     names: Sequence[str] = BASELINES,
+    garman_klass: np.ndarray | None = None,
 ) -> dict[str, Forecast]:
     """Forecasts of the named baselines (``BASELINES``) for ``eval_origins``.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name, or ``har_x`` without ``garman_klass``.
     """
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+    if "har_x" in names and garman_klass is None:
+        raise ValueError("the har_x baseline needs garman_klass (the daily Garman–Klass variance)")
     _check_origins(fit_origins, eval_origins, horizon)
     builders = {
         "har": lambda: har(proxy, fit_origins, eval_origins, horizon),
         "log_har": lambda: log_har(proxy, fit_origins, eval_origins, horizon),
+        "lhar": lambda: lhar(proxy, returns, fit_origins, eval_origins, horizon),
+        "har_x": lambda: har_x(proxy, returns, garman_klass, fit_origins, eval_origins, horizon),
         "garch": lambda: garch(returns, proxy, fit_origins, eval_origins, horizon),
         "ewma": lambda: ewma(returns, proxy, fit_origins, eval_origins, horizon),
         "yesterday": lambda: Forecast(proxy[eval_origins]),
@@ -209,9 +274,14 @@ def baseline_forecasts(
 
 
 def evaluate_forecasts(
-    realised: np.ndarray, forecasts: Mapping[str, Forecast], reference: str = "har"
+    realised: np.ndarray,
+    forecasts: Mapping[str, Forecast],
+    reference: str = "har",
+    also: Sequence[str] = ("lhar",),
 ) -> list[dict[str, Any]]:
-    """One row per forecast: ``model, qlike, ratio_<reference>, mse_log, mz_r2, n``.
+    """One row per forecast: ``model, qlike, mse_log, mz_r2, n, ratio_<reference>``.
+
+    A ``ratio_<name>`` column is added for each of ``also`` that is among the forecasts.
 
     Example:
         >>> y = np.array([1.0, 2.0, 3.0])
@@ -223,11 +293,12 @@ def evaluate_forecasts(
         raise ValueError(f"reference={reference!r} is not among the forecasts {list(forecasts)}")
     rows = []
     for name, fc in forecasts.items():
-        scores = evaluate_forecast(realised, fc.variance, fc.log)
+        scores = evaluate_forecast(realised, fc.variance)
         rows.append({"model": name, **scores, "n": len(realised)})
-    ref = next(r["qlike"] for r in rows if r["model"] == reference)
-    for row in rows:
-        row[f"ratio_{reference}"] = row["qlike"] / ref
+    for ref_name in dict.fromkeys([reference, *(a for a in also if a in forecasts)]):
+        ref = next(r["qlike"] for r in rows if r["model"] == ref_name)
+        for row in rows:
+            row[f"ratio_{ref_name}"] = row["qlike"] / ref
     return rows
 
 
@@ -241,35 +312,56 @@ def split_origins(split_indices: Mapping[str, np.ndarray], splits: Sequence[str]
     return np.sort(np.concatenate([split_indices[s] for s in splits]))
 
 
-def evaluate_baselines(
+class Evaluation(NamedTuple):
+    """Scores of one split: table rows, every forecast scored and the realised proxy."""
+
+    rows: list[dict[str, Any]]
+    forecasts: dict[str, Forecast]
+    realised: np.ndarray
+
+
+def evaluate_split(
     datamodule: Any,
     *,
     fit_splits: Sequence[str] = FIT_SPLITS,
     split: str = "test",
     names: Sequence[str] = BASELINES,
     extra: Mapping[str, Forecast] | None = None,
-) -> list[dict[str, Any]]:
+) -> Evaluation:
     """Fit the baselines on ``fit_splits`` of a set-up ``VolatilityDataModule``, score ``split``.
 
     Args:
-        datamodule: provides ``returns``, ``proxy``, ``split_indices`` and ``horizon``.
+        datamodule: provides ``returns``, ``proxy``, ``garman_klass``, ``split_indices`` and
+            ``horizon``.
         fit_splits: splits whose origins fit the parameters (default: through 2015).
         split: the evaluated split.
         names: baselines to include; ``"har"`` is always added as the ratio reference.
         extra: more forecasts for ``split`` (e.g. a network's) to put in the same table.
 
     Returns:
-        Rows as in :func:`evaluate_forecasts`; format them with :func:`format_table`.
+        Rows as in :func:`evaluate_forecasts` (format them with :func:`format_table`), the
+        forecasts and the realised proxy.
     """
     fit = split_origins(datamodule.split_indices, fit_splits)
     origins = datamodule.split_indices[split]
     names = list(dict.fromkeys(["har", *names]))
     forecasts = baseline_forecasts(
-        datamodule.returns, datamodule.proxy, fit, origins, datamodule.horizon, names
+        datamodule.returns,
+        datamodule.proxy,
+        fit,
+        origins,
+        datamodule.horizon,
+        names,
+        garman_klass=datamodule.garman_klass,
     )
     forecasts.update(extra or {})
     realised = targets(datamodule.proxy, origins, datamodule.horizon)
-    return evaluate_forecasts(realised, forecasts)
+    return Evaluation(evaluate_forecasts(realised, forecasts), forecasts, realised)
+
+
+def evaluate_baselines(datamodule: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """The rows of :func:`evaluate_split` (same arguments)."""
+    return evaluate_split(datamodule, **kwargs).rows
 
 
 def format_table(

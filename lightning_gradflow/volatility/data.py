@@ -37,6 +37,7 @@ from lightning_gradflow.volatility.sources import (
 )
 
 FEATURES = ("return", "log_parkinson", "log_garman_klass")
+TARGETS = ("parkinson", "parkinson_gap")
 SPLITS = ("train", "val", "test")
 
 
@@ -103,6 +104,12 @@ class VolatilityDataModule(pl.LightningDataModule):
         batch_size: batch size of every loader.
         train_end: last target date of the training split.
         val_end: last target date of the validation split; later target dates form the test split.
+        target: the variance proxy forecast (and fed to the HAR-type baselines): ``parkinson``
+            (High/Low) or ``parkinson_gap`` (the range widened to the previous Close; the same
+            definition on every day of the S&P 500 file, whose early Open is the previous
+            Close; see :func:`~lightning_gradflow.volatility.sources.daily_series`).
+        test_end: last target date of the test split (``None``: the end of the data); the
+            rolling-origin evaluation tests one year at a time.
         scale_target: z-score the log target with training statistics (see ``target_affine``).
         shuffle: shuffle the training loader (the only loader ever shuffled).
         num_workers: DataLoader workers.
@@ -130,6 +137,8 @@ class VolatilityDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         train_end: str = "2012-12-31",
         val_end: str = "2015-12-31",
+        test_end: str | None = None,
+        target: str = "parkinson",
         scale_target: bool = True,
         shuffle: bool = True,
         num_workers: int = 0,
@@ -155,6 +164,11 @@ class VolatilityDataModule(pl.LightningDataModule):
         self.val_end = _date("val_end", val_end)
         if self.val_end <= self.train_end:
             raise ValueError(f"val_end={val_end!r} must be after train_end={train_end!r}")
+        check_choice("target", target, TARGETS)
+        self.target = target
+        self.test_end = None if test_end is None else _date("test_end", test_end)
+        if self.test_end is not None and self.test_end <= self.val_end:
+            raise ValueError(f"test_end={test_end!r} must be after val_end={val_end!r}")
         self.source = source
         self.features = features
         self.window = window
@@ -183,7 +197,8 @@ class VolatilityDataModule(pl.LightningDataModule):
         series = daily_series(ohlc, self.variance_floor)
         self.split_indices = self._split(series.dates)
         self.raw_features = np.column_stack([self._feature(series, f) for f in self.features])
-        self.log_target = log_targets(series.parkinson, self.horizon)
+        proxy = series.parkinson if self.target == "parkinson" else series.parkinson_gap
+        self.log_target = log_targets(proxy, self.horizon)
         train = self.split_indices["train"]
         rows = self.raw_features[train[0] - self.window + 1 : train[-1] + 1]  # all a window sees
         std = rows.std(axis=0)
@@ -215,7 +230,11 @@ class VolatilityDataModule(pl.LightningDataModule):
                 (first > self.train_end) & (last <= self.val_end),
                 f"in ({self.train_end}, {self.val_end}]",
             ),
-            "test": (first > self.val_end, f"> {self.val_end}"),
+            "test": (
+                (first > self.val_end)
+                & (last <= (dates[-1] if self.test_end is None else self.test_end)),
+                f"in ({self.val_end}, {self.test_end or dates[-1]}]",
+            ),
         }
         for split, (mask, bounds) in masks.items():
             if not mask.any():
@@ -242,8 +261,14 @@ class VolatilityDataModule(pl.LightningDataModule):
 
     @property
     def proxy(self) -> np.ndarray:
-        """Raw daily Parkinson variance (%^2), indexed like ``series.dates``."""
-        return self._series().parkinson
+        """Raw daily target proxy (%^2; Parkinson or gap-widened Parkinson, see ``target``)."""
+        series = self._series()
+        return series.parkinson if self.target == "parkinson" else series.parkinson_gap
+
+    @property
+    def garman_klass(self) -> np.ndarray:
+        """Raw daily (floored) Garman–Klass variance (%^2), indexed like ``series.dates``."""
+        return self._series().garman_klass
 
     @property
     def returns(self) -> np.ndarray:

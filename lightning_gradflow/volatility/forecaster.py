@@ -147,7 +147,7 @@ class VolatilityForecaster(pl.LightningModule):
         fit = split_origins(datamodule.split_indices, FIT_SPLITS)
         origins = datamodule.split_indices["test"]
         har_fc = har(datamodule.proxy, fit, origins, datamodule.horizon)
-        metrics = evaluate_forecast(realised, variance, log_forecast)
+        metrics = evaluate_forecast(realised, variance)
         metrics["qlike_ratio_har"] = metrics["qlike"] / qlike(realised, har_fc.variance)
         self.test_metrics = metrics
         self.test_predictions = {

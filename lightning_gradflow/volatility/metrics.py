@@ -1,7 +1,10 @@
 """Forecast-evaluation losses for variance forecasts (pure numpy).
 
 ``y`` is the realised variance proxy and ``f`` the variance forecast, both > 0, on the same
-scale. QLIKE and MSE of log variance are robust to a noisy proxy (Patton 2011).
+scale. QLIKE and MSE of log variance are robust to a noisy proxy (Patton 2011). Every model is
+scored on the one variance forecast it issues (for models fit on logs, the bias-corrected
+``exp(yhat + s^2/2)``): QLIKE on ``f``, MSE-log and Mincer–Zarnowitz R² on ``ln f``, so log and
+level models are compared on like scales.
 
 Example:
     >>> y = np.array([1.0, 2.0, 4.0])
@@ -24,6 +27,18 @@ def _positive_pair(y: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return y, f
 
 
+def qlike_losses(y: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Per-observation QLIKE ``y/f - ln(y/f) - 1`` (the series Diebold–Mariano tests compare).
+
+    Example:
+        >>> qlike_losses(np.array([1.0, 2.0]), np.array([1.0, 1.0])).round(4).tolist()
+        [0.0, 0.3069]
+    """
+    y, f = _positive_pair(y, f)
+    ratio = y / f
+    return ratio - np.log(ratio) - 1
+
+
 def qlike(y: np.ndarray, f: np.ndarray) -> float:
     """Mean QLIKE loss ``y/f - ln(y/f) - 1`` (0 for a perfect forecast).
 
@@ -31,9 +46,7 @@ def qlike(y: np.ndarray, f: np.ndarray) -> float:
         >>> round(qlike(np.array([2.0]), np.array([1.0])), 4)  # 2 - ln 2 - 1
         0.3069
     """
-    y, f = _positive_pair(y, f)
-    ratio = y / f
-    return float(np.mean(ratio - np.log(ratio) - 1))
+    return float(np.mean(qlike_losses(y, f)))
 
 
 def mse_log(y: np.ndarray, f: np.ndarray) -> float:
@@ -62,21 +75,16 @@ def mincer_zarnowitz_r2(y: np.ndarray, f: np.ndarray) -> float:
     return float(np.corrcoef(x, z)[0, 1] ** 2)
 
 
-def evaluate_forecast(
-    y: np.ndarray, f: np.ndarray, log_forecast: np.ndarray | None = None
-) -> dict[str, float]:
-    """QLIKE on the variance scale plus MSE-log and MZ R^2 on the log forecast.
+def evaluate_forecast(y: np.ndarray, f: np.ndarray) -> dict[str, float]:
+    """QLIKE of the variance forecast ``f``; MSE-log and MZ R^2 of ``ln f`` (like scales).
 
     Args:
         y: realised variance proxy.
         f: variance forecast (bias-corrected for models fit on logs).
-        log_forecast: the model's own forecast of ``ln y`` when it has one (models fit on logs);
-            ``ln f`` otherwise.
 
     Example:
         >>> y = np.array([1.0, 2.0])
         >>> evaluate_forecast(y, y)["qlike"]
         0.0
     """
-    g = f if log_forecast is None else np.exp(log_forecast)
-    return {"qlike": qlike(y, f), "mse_log": mse_log(y, g), "mz_r2": mincer_zarnowitz_r2(y, g)}
+    return {"qlike": qlike(y, f), "mse_log": mse_log(y, f), "mz_r2": mincer_zarnowitz_r2(y, f)}

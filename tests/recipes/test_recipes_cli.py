@@ -49,6 +49,10 @@ def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
     assert len(offline) == 1  # W&B ran offline
     metrics = read_json(run / "metrics.json")
     assert metrics["run"]["multirun"] is False and metrics["test"]["qlike"] > 0
+    dm = metrics["significance"]["dm"]["lstm"]
+    assert set(dm) == {"har", "log_har", "lhar"} and all(d["bandwidth"] == 6 for d in dm.values())
+    assert set(metrics["significance"]["mcs"]) == {"lstm", *BASELINES}
+    assert metrics["test"]["dm_t_lhar"] == dm["lhar"]["t"] and "in_mcs" in metrics["test"]
 
 
 def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):

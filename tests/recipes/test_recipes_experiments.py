@@ -93,3 +93,44 @@ def test_multirun_with_two_devices_uses_ddp_spawn(tmp_path, cwd):
         assert len(list(job.rglob("metrics.csv"))) == 1
         assert len(list(job.rglob("config.yaml"))) == 1
         assert metrics["test"]["qlike"] > 0 and metrics["gradient"]["first_last_ratio"] > 0
+
+
+def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
+    """Two test years, two models x two seeds on the simulator: per-year re-fits, pooled scores."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "experiment=rolling_origin",
+        "model=lstm,resnet",
+        "seed=1,2",
+        "rolling.test_years=[2017,2018]",
+        "data=garch_sim",
+        "data.sim_days=1700",
+        "data.batch_size=64",
+        "trainer.max_epochs=2",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    check(run_cli(args, cwd))
+    assert list(cwd.iterdir()) == []
+    runs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
+    assert len(runs) == 4
+    for path in runs:
+        metrics = read_json(path)
+        years = metrics["per_year"]
+        assert [y["test_year"] for y in years] == [2017, 2018]
+        assert sorted(p.name for p in path.parent.glob("origin_*")) == [
+            "origin_2017",
+            "origin_2018",
+        ]
+        n = sum(next(r["n"] for r in y["rows"] if r["model"] == "har") for y in years)
+        pooled = {b["model"]: b for b in metrics["baselines"]}
+        assert pooled["har"]["n"] == n and pooled["lhar"]["ratio_lhar"] == 1.0
+        test = metrics["test"]
+        assert test["qlike"] > 0 and {"dm_t_har", "dm_t_log_har", "dm_t_lhar"} <= set(test)
+        model = metrics["run"]["model"]
+        assert set(metrics["significance"]["mcs"]) == {model, *pooled}
+    rows = {r["run"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}
+    assert rows["model=lstm"]["seeds"] == "2" and " ± " in rows["model=lstm"]["ratio_har"]
+    assert rows["model=resnet"]["in_mcs"].endswith("/2")
+    assert "baseline: lhar" in rows

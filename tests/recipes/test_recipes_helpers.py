@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lightning_gradflow import GradFlowMonitor
@@ -75,9 +76,9 @@ def test_comparison_labels_runs_by_what_differs(tmp_path):
     ]
     sweep = _sweep(tmp_path, records)
     text = compare.write_comparison(sweep)
-    assert "| model=mlp_vanilla | 0.9000 |" in text
+    assert "| model=mlp_vanilla | 1 | 0.9000 |" in text
     assert "| model=resnet model.depth=20 |" in text
-    assert "vanishing:4" in text and "1.0e-09" in text and "| baseline: har | 0.4900 |" in text
+    assert "vanishing:4" in text and "1.0e-09" in text and "| baseline: har |  | 0.4900 |" in text
     rows = list(csv.DictReader((sweep / compare.TABLE_CSV).open()))
     assert [r["run"] for r in rows] == [
         "model=mlp_vanilla",
@@ -122,3 +123,30 @@ def test_run_summary_measures_the_applied_norm_in_any_precision(precision, tmp_p
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["steps"] == 3
     assert summary["applied_grad_norm_max"] == pytest.approx(summary["grad_norm_max"], rel=1e-6)
+
+
+def test_seeds_aggregate_to_mean_and_sd_in_numeric_job_order(tmp_path):
+    """12 jobs (two models x six seeds): job 10 sorts after job 2, each model is one row."""
+    records = []
+    for model, base in (("lstm", 0.90), ("resnet", 1.00)):
+        for seed in range(6):
+            rec = _record(model, 0.5, 0.9, {"vanishing": 1} if seed == 0 else {}, [])
+            rec["run"]["overrides"] = [f"model={model}", f"seed={seed}"]
+            rec["test"].update(qlike_ratio_har=base + 0.01 * seed, dm_t_lhar=-1.0 + seed)
+            rec["test"]["in_mcs"] = seed % 2 == 0
+            records.append(rec)
+    # jobs 0..11, interleaved so that a string sort of job numbers would regroup them
+    order = [records[i // 2 + 6 * (i % 2)] for i in range(12)]
+    for i, rec in enumerate(order):
+        rec["wall_time_s"] = float(i)
+    sweep = _sweep(tmp_path, order)
+    assert [r["wall_time_s"] for r in compare.collect(sweep)] == list(range(12))
+    rows = {r["run"]: r for r in compare.comparison_rows(compare.collect(sweep))}
+    lstm, resnet = rows["model=lstm"], rows["model=resnet"]
+    assert lstm["seeds"] == "6" and resnet["seeds"] == "6"
+    sd = float(np.std([0.01 * s for s in range(6)], ddof=1))
+    assert lstm["ratio_har"] == f"{0.925:.3f} ± {sd:.3f}"
+    assert resnet["ratio_har"] == f"{1.025:.3f} ± {sd:.3f}"
+    assert lstm["dm_lhar"] == f"1.50 ± {np.std(range(6), ddof=1):.2f}"
+    assert lstm["in_mcs"] == "3/6" and lstm["alerts"] == "vanishing:1"
+    assert lstm["wall_s"] == f"5.0 ± {np.std(range(0, 12, 2), ddof=1):.1f}"  # even jobs

@@ -15,6 +15,8 @@ from lightning_gradflow.volatility.baselines import (
     format_table,
     garch,
     har,
+    har_x,
+    lhar,
     log_har,
 )
 from lightning_gradflow.volatility.data import VolatilityDataModule
@@ -49,6 +51,43 @@ def test_log_har_matches_hand_computation(sp500: VolatilityDataModule) -> None:
     fc = log_har(sp500.proxy, fit, test)
     np.testing.assert_allclose(fc.log, log_fc, rtol=1e-8)
     np.testing.assert_allclose(fc.variance, np.exp(log_fc + residuals.var() / 2), rtol=1e-8)
+
+
+def _cascade_by_hand(x: np.ndarray, t: int) -> list[float]:
+    return [x[t], x[t - 4 : t + 1].mean(), x[t - 21 : t + 1].mean()]
+
+
+@pytest.mark.parametrize("name", ["lhar", "har_x"])
+def test_lhar_and_har_x_match_hand_computation(sp500: VolatilityDataModule, name: str) -> None:
+    """Log OLS on the HAR cascades of ln P, min(r, 0) (and r, ln GK), then exp(yhat + s^2/2)."""
+    fit, test = fit_and_test(sp500)
+    lp, r = np.log(sp500.proxy), sp500.returns
+    inputs = [lp, np.minimum(r, 0)]
+    if name == "har_x":
+        inputs += [r, np.log(sp500.garman_klass)]
+
+    def row(t: int) -> list[float]:
+        return [1.0] + [v for x in inputs for v in _cascade_by_hand(x, t)]
+
+    design = np.array([row(t) for t in fit])
+    coef, *_ = np.linalg.lstsq(design, lp[fit + 1], rcond=None)
+    s2 = np.var(lp[fit + 1] - design @ coef)
+    expected = np.array([row(t) for t in test]) @ coef
+    if name == "lhar":
+        fc = lhar(sp500.proxy, r, fit, test)
+    else:
+        fc = har_x(sp500.proxy, r, sp500.garman_klass, fit, test)
+    np.testing.assert_allclose(fc.log, expected, rtol=1e-8)
+    np.testing.assert_allclose(fc.variance, np.exp(expected + s2 / 2), rtol=1e-8)
+    assert (
+        name == "har_x" or coef[4] < 0
+    )  # a fall today raises tomorrow's volatility (the leverage effect)
+
+
+def test_har_x_needs_garman_klass(sp500: VolatilityDataModule) -> None:
+    fit, test = fit_and_test(sp500)
+    with pytest.raises(ValueError, match="garman_klass"):
+        baseline_forecasts(sp500.returns, sp500.proxy, fit, test, names=["har_x"])
 
 
 def test_garch_forecast_is_aligned_to_the_day_it_predicts(sp500: VolatilityDataModule) -> None:
@@ -87,6 +126,8 @@ def test_reference_qlikes_on_sp500(sp500: VolatilityDataModule) -> None:
     assert list(rows) == list(BASELINES)
     assert rows["har"]["qlike"] == pytest.approx(0.49, abs=0.02)
     assert 0.9 < rows["log_har"]["ratio_har"] < 1.0
+    assert rows["lhar"]["ratio_har"] == pytest.approx(0.906, abs=0.005)  # the audit's number
+    assert rows["lhar"]["ratio_lhar"] == 1.0 and rows["har"]["ratio_lhar"] > 1.05
     for name in ("garch", "ewma"):
         assert 1.03 < rows[name]["ratio_har"] < 1.2
     assert rows["train_mean"]["mz_r2"] == 0.0 and rows["train_mean"]["ratio_har"] > 2

@@ -139,3 +139,24 @@ def test_empty_split(kwargs: dict, split: str) -> None:
 def test_bad_split_name(sim: VolatilityDataModule) -> None:
     with pytest.raises(ValueError, match="split='holdout' is not allowed"):
         sim.split_targets("holdout")
+
+
+def test_gap_target_is_consistent_across_the_sp500_open_quirk(sp500_ohlc: OHLC) -> None:
+    """Where the file's Open is the previous Close (most S&P days before 2006) the High/Low
+    range already holds the overnight gap, so the gap-widened Parkinson equals the plain one;
+    later it adds the gap, so plain Parkinson's meaning changes across the sample."""
+    s = daily_series(sp500_ohlc)
+    copy = sp500_ohlc.open[1:] == sp500_ohlc.close[:-1]
+    np.testing.assert_allclose(s.parkinson_gap[copy], s.parkinson[copy])
+    assert np.all(s.parkinson_gap >= s.parkinson * (1 - 1e-12))
+    years = s.dates.astype("datetime64[Y]").astype(int) + 1970
+    early, late = copy.mean(where=years <= 2005), copy.mean(where=years >= 2014)
+    assert early > 0.9 and late < 0.01
+    widened = (s.parkinson_gap / s.parkinson).mean(where=(years >= 2014) & ~copy)
+    assert widened > 1.2  # the gap is a large part of the daily range in the late sample
+    dm = VolatilityDataModule(sp500_ohlc, target="parkinson_gap")
+    dm.setup()
+    np.testing.assert_allclose(dm.proxy, s.parkinson_gap)
+    assert dm.log_target[100] == pytest.approx(np.log(s.parkinson_gap[101]))
+    with pytest.raises(ValueError, match="target"):
+        VolatilityDataModule(sp500_ohlc, target="garman_klass")
