@@ -6,7 +6,7 @@ Example:
     >>> trainer = Trainer(callbacks=[GradFlowMonitor()], logger=False)
 """
 
-from lightning_gradflow.callbacks.gradflow_monitor import GradFlowMonitor, GradFlowWarning
+from lightning_gradflow.callbacks.gradflow_monitor import GradFlowMonitor
 from lightning_gradflow.core.alerting import AlertManager
 from lightning_gradflow.core.alerts import ALERT_KINDS, Alert, AlertKind, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
@@ -15,6 +15,7 @@ from lightning_gradflow.core.flow import DepthFit, fit_depth_profile
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import ForwardOrderRecorder, Layer, group_parameters
 from lightning_gradflow.core.probes import ActivationProbes, ProbeConfig, register_probe
+from lightning_gradflow.core.sinks import GradFlowWarning, Sink
 
 __all__ = [
     "ALERT_KINDS",
@@ -33,6 +34,7 @@ __all__ = [
     "Layer",
     "LogBins",
     "ProbeConfig",
+    "Sink",
     "StepRecord",
     "fit_depth_profile",
     "group_parameters",

@@ -212,7 +212,7 @@ def _score(
 ) -> tuple[dict[str, Any], Any]:
     """Test metrics, baselines on the same split, alerts and the gradient summary; and the
     test split's ``Evaluation`` (every forecast and the realised proxy)."""
-    from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
+    from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE
     from lightning_gradflow.volatility import Forecast, evaluate_split, significance
     from recipes.callbacks import SUMMARY_FILE
 

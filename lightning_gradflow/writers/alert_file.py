@@ -19,6 +19,9 @@ import json
 import os
 from typing import Any
 
+from lightning_gradflow.core.alerts import Alert
+from lightning_gradflow.core.sinks import Sink
+
 
 def is_url(path: str) -> bool:
     """Whether ``path`` names a remote or fsspec location (``scheme://...``), not a local one."""
@@ -32,8 +35,10 @@ def join(directory: str, name: str) -> str:
     return os.path.join(directory.removeprefix("file://"), name)
 
 
-class AlertFile:
+class AlertFile(Sink):
     """Appends JSON records, one per line, to a local file or an fsspec URL.
+
+    As a sink it writes each announced alert with the running count of its kind.
 
     Args:
         path: a local path or a URL whose scheme fsspec knows.
@@ -42,6 +47,13 @@ class AlertFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lines: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def alert(self, alert: Alert, count: int) -> None:
+        self.append({**alert.to_dict(), "count": count})
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record; raises ``OSError`` (or fsspec's error) if the write fails."""

@@ -13,18 +13,28 @@ from typing import Any
 import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
-from lightning_gradflow.writers.base import Histogram
+from lightning_gradflow.core.sinks import Histogram, Sink
 
 
-class TensorBoardWriter:
+class TensorBoardWriter(Sink):
     """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (what ``TensorBoardLogger`` holds).
 
     Histograms are written with ``add_histogram_raw``: the bucket counts computed on the device
     are stored as they are, with summary statistics taken from the bucket centres.
+
+    Args:
+        summary_writer: the ``SummaryWriter``.
+        scalars: also write scalars (a plain loop); under Lightning the logger writes them.
     """
 
-    def __init__(self, summary_writer: Any) -> None:
+    def __init__(self, summary_writer: Any, scalars: bool = False) -> None:
         self.summary_writer = summary_writer
+        self.write_scalars = scalars
+
+    def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.write_scalars:
+            for tag, value in metrics.items():
+                self.summary_writer.add_scalar(tag, value, global_step=step)
 
     def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
         for tag, (counts, edges) in histograms.items():
@@ -50,7 +60,7 @@ class TensorBoardWriter:
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         self.summary_writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
-    def alert(self, alert: Alert) -> None:
+    def alert(self, alert: Alert, count: int) -> None:
         text = (
             f"**{alert.severity}** at step {alert.step}: {alert.message}\n\n"
             f"*threshold* {alert.threshold:g}, *value* {alert.value:.4g}\n\n*fix:* {alert.hint}"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
-from lightning_gradflow.writers.base import Histogram
+from lightning_gradflow.core.sinks import Histogram, Sink
 
 STEP_KEY = "trainer/global_step"
 
@@ -48,14 +48,24 @@ def merge_bins(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> Histogra
     )
 
 
-class WandbWriter:
-    """Writes to a ``wandb`` run (what ``WandbLogger.experiment`` returns)."""
+class WandbWriter(Sink):
+    """Writes to a ``wandb`` run (what ``WandbLogger.experiment`` returns).
 
-    def __init__(self, run: Any) -> None:
+    Args:
+        run: the run.
+        scalars: also log scalars (a plain loop); under Lightning the logger logs them.
+    """
+
+    def __init__(self, run: Any, scalars: bool = False) -> None:
         import wandb
 
         self._wandb = wandb
         self.run = run
+        self.write_scalars = scalars
+
+    def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.write_scalars:
+            self.run.log({**metrics, STEP_KEY: step})
 
     def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
         limit = self._wandb.Histogram.MAX_LENGTH
@@ -69,7 +79,7 @@ class WandbWriter:
     def image(self, step: int, tag: str, image: np.ndarray) -> None:
         self.run.log({tag: self._wandb.Image(image), STEP_KEY: step})
 
-    def alert(self, alert: Alert) -> None:
+    def alert(self, alert: Alert, count: int) -> None:
         level = (
             self._wandb.AlertLevel.ERROR
             if alert.severity == "critical"

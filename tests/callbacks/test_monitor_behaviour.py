@@ -17,19 +17,13 @@ from lightning_gradflow import (
     LogBins,
     ProbeConfig,
 )
-from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
-
-
-class StepCounter(GradFlowMonitor):
-    """Keeps every flushed record so the tests can look at them."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.records = []
-
-    def _handle(self, trainer, records, **kwargs):
-        self.records.extend(records)
-        super()._handle(trainer, records, **kwargs)
+from tests.helpers.lightning_models import (
+    Regressor,
+    StepCounter,
+    mlp,
+    quiet_trainer,
+    regression_loader,
+)
 
 
 def _csv_rows(logger: CSVLogger) -> list[dict]:
@@ -60,7 +54,7 @@ def test_default_interval_follows_the_trainer():
     monitor = StepCounter()
     trainer = quiet_trainer(max_steps=5, log_every_n_steps=2, callbacks=[monitor])
     trainer.fit(Regressor(mlp()), regression_loader(n=128))
-    assert monitor._log_every == 2
+    assert monitor.engine.log_every == 2
     assert [r.step for r in monitor.records] == [0, 1, 2, 3, 4]  # every step reaches detectors
     assert [r.weight_norms is not None for r in monitor.records] == [True, False, True, False, True]
 
@@ -299,9 +293,9 @@ def test_configs_from_mappings_and_disable_from_a_generator():
     assert monitor.histogram_bins == LogBins(low_exp=-8, per_decade=2)
     assert monitor.detector_config == DetectorConfig(patience=5, spike_factor=20)
     assert monitor.probe_config == ProbeConfig(patience=4)
-    kinds = [d.kind for d in monitor._detectors.detectors]
-    assert kinds == ["exploding", "nonfinite", "always_clipping", "loss_spike"]
-    assert "dead_relu" not in monitor._probe_detectors.kinds
+    kinds = monitor.engine.detector_kinds
+    assert kinds[:4] == ["exploding", "nonfinite", "always_clipping", "loss_spike"]
+    assert "dead_relu" not in kinds and "saturation" in kinds
 
 
 def test_public_api_exports():

@@ -5,7 +5,13 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
 from lightning_gradflow import GradFlowMonitor
-from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
+from tests.helpers.lightning_models import (
+    Regressor,
+    StepCounter,
+    mlp,
+    quiet_trainer,
+    regression_loader,
+)
 
 
 def _relu_mlp(bias: float) -> nn.Sequential:
@@ -52,16 +58,19 @@ def test_hooks_exist_only_during_probe_steps(tmp_path):
             return super().training_step(batch, batch_idx)
 
     monitor = GradFlowMonitor(probe_every_n_steps=3)
+    model = Spy(_relu_mlp(0.0))
     quiet_trainer(callbacks=[monitor], max_steps=7).fit(
-        Spy(_relu_mlp(0.0)), regression_loader(n=512, batch_size=32)
+        model, regression_loader(n=512, batch_size=32)
     )
     assert [step for step, hooks in seen if hooks] == [0, 3, 6]
-    assert all(not m._forward_hooks for m in monitor._probes.model.modules())
+    assert all(not m._forward_hooks for m in model.modules())
 
 
 def test_probes_off():
-    monitor = GradFlowMonitor(probe_every_n_steps=None)
+    monitor = StepCounter(probe_every_n_steps=None, log_every_n_steps=1)
     quiet_trainer(callbacks=[monitor], max_steps=2).fit(
         Regressor(_relu_mlp(-3.0)), regression_loader()
     )
-    assert monitor._probes is None
+    assert len(monitor.records) == 2  # the run was monitored
+    assert not any(key.startswith("probe/") for key in monitor.kept.scalar_keys)
+    assert monitor.alert_counts == {}  # the dead ReLUs are not probed

@@ -7,7 +7,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_gradflow import GradFlowMonitor, LogBins
 from lightning_gradflow.writers.wandb_writer import merge_bins
-from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
+from tests.helpers.lightning_models import (
+    Regressor,
+    StepCounter,
+    mlp,
+    quiet_trainer,
+    regression_loader,
+)
 from tests.helpers.wandb_records import (
     find_wandb_file,
     finish_wandb,
@@ -60,16 +66,8 @@ def test_scalars_histograms_and_picture_reach_wandb(wandb_run):
     assert (run_files_dir(find_wandb_file(root)) / image["path"]).is_file()
 
 
-class RecordKeeper(GradFlowMonitor):
+class RecordKeeper(StepCounter):
     """Keeps every flushed record, to compare with what W&B received."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.records = []
-
-    def _handle(self, trainer, records, **kwargs):
-        self.records.extend(records)
-        super()._handle(trainer, records, **kwargs)
 
 
 def test_histograms_above_wandbs_512_bins_are_merged_for_wandb_only(tmp_path, monkeypatch):

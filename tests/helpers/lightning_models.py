@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_gradflow import GradFlowMonitor, Sink
+
 
 def regression_loader(
     n: int = 64, features: int = 8, batch_size: int = 16, seed: int = 0
@@ -70,3 +72,29 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
     )
     defaults.update(kwargs)
     return pl.Trainer(**defaults)
+
+
+class KeepRecords(Sink):
+    """An output that keeps every judged step's record and the scalar names it was sent."""
+
+    def __init__(self):
+        self.records = []
+        self.scalar_keys: set[str] = set()
+
+    def record(self, record):
+        self.records.append(record)
+
+    def scalars(self, step, metrics):
+        self.scalar_keys.update(metrics)
+
+
+class StepCounter(GradFlowMonitor):
+    """A monitor with a :class:`KeepRecords` output, so the tests can look at the records."""
+
+    def __init__(self, **kwargs):
+        self.kept = KeepRecords()
+        super().__init__(sinks=[self.kept], **kwargs)
+
+    @property
+    def records(self):
+        return self.kept.records
