@@ -483,8 +483,12 @@ class GradFlowMonitor(Callback):
         if self._log_sum is None:
             self._log_sum = np.zeros(len(norms))
             self._log_count = np.zeros(len(norms))
+            self._grad_steps = np.zeros(len(norms))  # steps with a gradient, per layer
+            self._zero_steps = np.zeros(len(norms))  # ... of which exactly zero
         self._log_sum[usable] += np.log10(norms[usable])
         self._log_count[usable] += 1
+        self._grad_steps[record.has_grad] += 1
+        self._zero_steps[record.has_grad & (record.layer_norms == 0)] += 1
         nonfinite = np.zeros(len(norms), dtype=bool)
         nonfinite[record.nonfinite_layers] = True
         if nonfinite.any():
@@ -566,11 +570,15 @@ class GradFlowMonitor(Callback):
         """The run's gradient flow in a few numbers, from the geometric mean norm of each layer.
 
         Returns:
-            ``layers`` (names in depth order), ``mean_log10_norm`` (per layer, ``None`` where a
-            layer never had a usable gradient), ``first_last_ratio`` and ``gamma`` of the depth
-            fit (``None`` with fewer than two usable layers), ``grad_norm_max`` (largest finite
-            global norm of a step, before clipping; ``None`` before any step),
-            ``nonfinite_grad_steps`` (steps with a NaN/Inf gradient) and ``alert_counts``.
+            ``layers`` (names in depth order); ``mean_log10_norm`` (per layer, the mean over the
+            steps with a finite non-zero gradient; ``None`` where a layer never had one, or where
+            its gradient was exactly zero on half of its steps or more: its typical gradient is
+            zero, see ``zero_grad_share``); ``zero_grad_share`` (per layer, the share of the
+            steps with a gradient on which it was exactly zero; ``None`` where it never had a
+            gradient); ``first_last_ratio`` and ``gamma`` of the depth fit over the layers with
+            a mean (``None`` with fewer than two); ``grad_norm_max`` (largest finite global norm
+            of a step, before clipping; ``None`` before any step); ``nonfinite_grad_steps``
+            (steps with a NaN/Inf gradient) and ``alert_counts``.
 
         Example:
             >>> GradFlowMonitor().gradient_summary()["first_last_ratio"] is None
@@ -578,14 +586,17 @@ class GradFlowMonitor(Callback):
         """
         names = [layer.name for layer in self.layers]
         if self._log_sum is None:
-            means = np.full(len(names), np.nan)
+            means, zero_share = np.full(len(names), np.nan), np.full(len(names), np.nan)
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 means = self._log_sum / self._log_count
+                zero_share = self._zero_steps / self._grad_steps
+                means[zero_share >= 0.5] = np.nan
         fit = fit_depth_profile(10.0**means)
         return {
             "layers": names,
             "mean_log10_norm": [None if not np.isfinite(m) else float(m) for m in means],
+            "zero_grad_share": [None if not np.isfinite(z) else float(z) for z in zero_share],
             "first_last_ratio": None if fit is None else fit.first_last_ratio,
             "gamma": None if fit is None else fit.gamma,
             "grad_norm_max": self._max_total if np.isfinite(self._max_total) else None,
