@@ -152,35 +152,44 @@ class _Plan:
     plot: bool
 
 
+_PER_LAYER = ("log_sum", "log_count", "grad_steps", "zero_steps")
+
+
 @dataclass
 class _Summary:
-    """Per-layer sums of log10 norms over the run, kept by layer name."""
+    """Per-layer sums over the run, kept by layer name: log10 norms of the finite non-zero
+    gradients, their count, steps with a gradient and, of those, steps where it was exactly 0."""
 
     names: list[str] = field(default_factory=list)
     log_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
     log_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    zero_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     max_total: float = float("nan")
     nonfinite_steps: int = 0
 
     def remap(self, names: list[str]) -> None:
-        old = {n: (self.log_sum[i], self.log_count[i]) for i, n in enumerate(self.names)}
-        self.log_sum = np.array([old.get(n, (0.0, 0.0))[0] for n in names], dtype=np.float64)
-        self.log_count = np.array([old.get(n, (0.0, 0.0))[1] for n in names], dtype=np.float64)
+        index = {n: i for i, n in enumerate(self.names)}
+        for key in _PER_LAYER:
+            old = getattr(self, key)
+            new = [old[index[n]] if n in index else 0.0 for n in names]
+            setattr(self, key, np.asarray(new, dtype=np.float64))
         self.names = list(names)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "layers": list(self.names),
-            "log_sum": self.log_sum.tolist(),
-            "log_count": self.log_count.tolist(),
-            "max_total": self.max_total,
-            "nonfinite_steps": self.nonfinite_steps,
-        }
+        state: dict[str, Any] = {key: getattr(self, key).tolist() for key in _PER_LAYER}
+        state.update(
+            layers=list(self.names),
+            max_total=self.max_total,
+            nonfinite_steps=self.nonfinite_steps,
+        )
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.names = list(state["layers"])
-        self.log_sum = np.asarray(state["log_sum"], dtype=np.float64)
-        self.log_count = np.asarray(state["log_count"], dtype=np.float64)
+        for key in _PER_LAYER:
+            default = np.zeros(len(self.names))
+            setattr(self, key, np.asarray(state.get(key, default), dtype=np.float64))
         self.max_total = float(state["max_total"])
         self.nonfinite_steps = int(state["nonfinite_steps"])
 
@@ -474,12 +483,16 @@ class GradFlowEngine:
         """The run's gradient flow in a few numbers, from the geometric mean norm of each layer.
 
         Returns:
-            ``layers`` (names in depth order), ``mean_log10_norm`` (per layer, ``None`` where a
-            layer never had a usable gradient), ``first_last_ratio`` and ``gamma`` of the depth
-            fit (``None`` with fewer than two usable layers), ``grad_norm_max`` (largest finite
-            global norm of a step, before clipping; ``None`` before any step),
-            ``nonfinite_grad_steps`` (steps with a NaN/Inf gradient) and ``alert_counts``.
-            A resumed fit continues the summary saved in its checkpoint.
+            ``layers`` (names in depth order); ``mean_log10_norm`` (per layer, the mean over the
+            steps with a finite non-zero gradient; ``None`` where a layer never had one, or where
+            its gradient was exactly zero on half of its steps or more: its typical gradient is
+            zero, see ``zero_grad_share``); ``zero_grad_share`` (per layer, the share of the
+            steps with a gradient on which it was exactly zero; ``None`` where it never had a
+            gradient); ``first_last_ratio`` and ``gamma`` of the depth fit over the layers with
+            a mean (``None`` with fewer than two); ``grad_norm_max`` (largest finite global norm
+            of a step, before clipping; ``None`` before any step); ``nonfinite_grad_steps``
+            (steps with a NaN/Inf gradient) and ``alert_counts``. A resumed fit continues the
+            summary saved in its checkpoint.
 
         Example:
             >>> GradFlowEngine().gradient_summary()["first_last_ratio"] is None
@@ -488,10 +501,13 @@ class GradFlowEngine:
         summary = self._summary
         with np.errstate(invalid="ignore", divide="ignore"):
             means = summary.log_sum / summary.log_count
+            zero_share = summary.zero_steps / summary.grad_steps
+            means[zero_share >= 0.5] = np.nan
         fit = fit_depth_profile(10.0**means)
         return {
             "layers": list(summary.names),
             "mean_log10_norm": [None if not np.isfinite(m) else float(m) for m in means],
+            "zero_grad_share": [None if not np.isfinite(z) else float(z) for z in zero_share],
             "first_last_ratio": None if fit is None else fit.first_last_ratio,
             "gamma": None if fit is None else fit.gamma,
             "grad_norm_max": summary.max_total if np.isfinite(summary.max_total) else None,
@@ -718,6 +734,8 @@ class GradFlowEngine:
         usable = np.isfinite(norms) & (norms > 0)
         summary.log_sum[usable] += np.log10(norms[usable])
         summary.log_count[usable] += 1
+        summary.grad_steps[record.has_grad] += 1
+        summary.zero_steps[record.has_grad & (record.layer_norms == 0)] += 1
         nonfinite = np.zeros(len(norms), dtype=bool)
         nonfinite[record.nonfinite_layers] = True
         if nonfinite.any():

@@ -28,9 +28,11 @@ class AlertKind(str, Enum):
     """The documented set of pathologies an alert can name."""
 
     VANISHING = "vanishing"
-    """Gradient norms fall by orders of magnitude towards the input, or below a dead floor."""
+    """Gradient norms fall by orders of magnitude towards the input, below a dead floor, or a
+    layer's gradient stays exactly zero."""
     EXPLODING = "exploding"
-    """A spike of the global norm, growth with depth, or steady exponential growth over steps."""
+    """A spike of the global norm, growth with depth, steady exponential growth over steps, or
+    one update that rewrites a layer."""
     NONFINITE = "nonfinite"
     """NaN or Inf in a gradient or in the loss."""
     ALWAYS_CLIPPING = "always_clipping"

@@ -1,11 +1,10 @@
 """Per-optimizer-step gradient statistics, kept on the device until one copy to the host.
 
 :class:`GradientCollector` is the framework-free heart of the monitor. Every optimizer step it
-computes per-layer squared gradient norms on the device (batched, no host sync) and keeps them;
-on the steps that need numbers on the host (logging, histograms, plots)
+computes per-layer squared gradient and weight norms on the device (batched, no host sync) and
+keeps them; on the steps that need numbers on the host (logging, histograms, plots)
 :meth:`~GradientCollector.flush` copies everything pending in **one** device-to-host transfer
-and returns a :class:`StepRecord`
-per step, so detectors still see every step.
+and returns a :class:`StepRecord` per step, so detectors still see every step.
 
 Example:
     >>> import torch
@@ -58,6 +57,9 @@ class StepRecord:
         total_norm: L2 norm over all gradients of the step (what ``clip_grad_norm_`` returns).
         loss: training loss of the step (mean over micro-batches and ranks), if known.
         weight_norms: per-layer parameter norm before the update (logged steps only).
+        weight_rms: per-layer root-mean-square parameter value before the update, on every step
+            (``NaN`` for layers the optimizer does not update); consecutive steps bound the
+            update ratio where none was measured: ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``.
         update_ratios: per-layer ``||Δθ|| / ||θ||`` of this update (logged steps only).
         log_histograms: ``(layers, buckets)`` counts of log10|g| (histogram steps only).
         linear_histograms: ``(counts (layers, bins), max magnitude (layers,))`` if requested.
@@ -70,6 +72,7 @@ class StepRecord:
     total_norm: float
     loss: float | None = None
     weight_norms: np.ndarray | None = None
+    weight_rms: np.ndarray | None = None
     update_ratios: np.ndarray | None = None
     log_histograms: np.ndarray | None = None
     linear_histograms: tuple[np.ndarray, np.ndarray] | None = None
@@ -85,6 +88,7 @@ class _Pending:
     step: int
     optimizer_index: int
     has_grad: np.ndarray
+    weights: bool = False
     tensors: dict[str, Tensor] = field(default_factory=dict)
     snapshot: tuple[list[Tensor], list[Tensor], list[int]] | None = None
 
@@ -119,6 +123,7 @@ class GradientCollector:
         self.layer_of = {id(p): i for i, layer in enumerate(self.layers) for p in layer.params}
         self.on_host = all(p.device.type == "cpu" for layer in self.layers for p in layer.params)
         self._index_cache: dict[tuple, Tensor] = {}
+        self._count_cache: dict[tuple, Tensor] = {}
         self._loss: Tensor | None = None
         self._pending: list[_Pending] = []
 
@@ -168,7 +173,8 @@ class GradientCollector:
             step: the optimizer step these gradients will be applied at.
             params: the parameters the optimizer is about to update.
             optimizer_index: which optimizer.
-            weights: also compute per-layer weight norms.
+            weights: also report per-layer weight norms (their root-mean-square values are
+                computed on every step, one batched norm over the parameters).
             histograms: also compute per-layer histograms.
             snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
                 the update-to-weight ratio.
@@ -178,16 +184,20 @@ class GradientCollector:
         index = self._indices(with_grad)
         has_grad = np.zeros(self.num_layers, dtype=bool)
         has_grad[index] = True
-        pending = _Pending(step, optimizer_index, has_grad)
+        pending = _Pending(step, optimizer_index, has_grad, weights)
         device = self._device(known)
         grads = self._local([p.grad for p in with_grad])
+        weights_local = self._local([p.detach() for p in known])
+        weight_index = self._indices(known)
         to_reduce = {
             "grad_sq": squared_norms_by_layer(
                 grads, index, self.num_layers, device, self._index_cache
-            )
+            ),
+            "weight_sq": squared_norms_by_layer(
+                weights_local, weight_index, self.num_layers, device, self._index_cache
+            ),
+            "weight_count": self._counts(weights_local, weight_index, device),
         }
-        if weights:
-            to_reduce["weight_sq"] = self._weight_sq(known, device)
         if histograms:
             to_reduce["log_hist"] = self._log_histograms(grads, index, device)
             if self.linear_bins:
@@ -201,8 +211,11 @@ class GradientCollector:
         if loss is not None:
             pending.tensors["loss"] = loss.to(device).reshape(1)
         if snapshot and known:
-            current = self._local([p.detach() for p in known])
-            pending.snapshot = (current, torch._foreach_mul(current, 1.0), self._indices(known))
+            pending.snapshot = (
+                weights_local,
+                torch._foreach_mul(weights_local, 1.0),
+                weight_index,
+            )
         self._pending.append(pending)
 
     def after_optimizer_step(self) -> None:
@@ -213,11 +226,6 @@ class GradientCollector:
         current, before, index = pending.snapshot
         pending.snapshot = None
         device = self._device(current)
-        if "weight_sq" not in pending.tensors:
-            weight_sq = squared_norms_by_layer(
-                before, index, self.num_layers, device, self._index_cache
-            )
-            pending.tensors["weight_sq"] = self._all_reduce_one(weight_sq)
         torch._foreach_sub_(before, current)
         update_sq = squared_norms_by_layer(
             before, index, self.num_layers, device, self._index_cache
@@ -244,11 +252,12 @@ class GradientCollector:
         grad_sq = values["grad_sq"]
         norms = np.where(pending.has_grad, np.sqrt(grad_sq), np.nan)
         total = float(np.sqrt(grad_sq[pending.has_grad].sum())) if pending.has_grad.any() else 0.0
+        weight_norms = np.sqrt(values["weight_sq"])
         ratios = None
-        if "update_sq" in values:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratios = np.sqrt(values["update_sq"]) / np.sqrt(values["weight_sq"])
-        weight_norms = np.sqrt(values["weight_sq"]) if "weight_sq" in values else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if "update_sq" in values:
+                ratios = np.sqrt(values["update_sq"]) / weight_norms
+            rms = np.sqrt(values["weight_sq"] / values["weight_count"])
         linear = None
         if "lin_hist" in values:
             linear = (values["lin_hist"], values["lin_max"])
@@ -259,7 +268,8 @@ class GradientCollector:
             has_grad=pending.has_grad,
             total_norm=total,
             loss=float(values["loss"][0]) if "loss" in values else None,
-            weight_norms=weight_norms,
+            weight_norms=weight_norms if pending.weights or ratios is not None else None,
+            weight_rms=rms,
             update_ratios=ratios,
             log_histograms=values.get("log_hist"),
             linear_histograms=linear,
@@ -278,14 +288,20 @@ class GradientCollector:
     def _device(params: Sequence[Tensor]) -> torch.device:
         return params[0].device if params else torch.device("cpu")
 
-    def _weight_sq(self, params: Sequence[nn.Parameter], device: torch.device) -> Tensor:
-        return squared_norms_by_layer(
-            self._local([p.detach() for p in params]),
-            self._indices(params),
-            self.num_layers,
-            device,
-            self._index_cache,
-        )
+    def _counts(
+        self, tensors: Sequence[Tensor], index: Sequence[int], device: torch.device
+    ) -> Tensor:
+        """Elements per layer of ``tensors`` (float64 on ``device``; cached per layout)."""
+        sizes = tuple(t.numel() for t in tensors)
+        key = (device, tuple(index), sizes)
+        counts = self._count_cache.get(key)
+        if counts is None:
+            counts = torch.zeros(self.num_layers, dtype=torch.float64)
+            counts.index_add_(
+                0, torch.tensor(index, dtype=torch.long), torch.tensor(sizes, dtype=torch.float64)
+            )
+            counts = self._count_cache[key] = counts.to(device)
+        return counts
 
     def _by_layer(
         self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device

@@ -1,5 +1,6 @@
 """A monitor that cries wolf gets switched off: healthy runs that look unusual stay silent."""
 
+import functools
 import warnings
 
 import pytest
@@ -9,14 +10,23 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_gradflow import GradFlowMonitor
+from lightning_gradflow import DetectorConfig, GradFlowMonitor
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 
 
-def _fit(model: pl.LightningModule, loader: DataLoader, steps: int, **trainer_kwargs):
+def _fit(
+    model: pl.LightningModule,
+    loader: DataLoader,
+    steps: int,
+    detectors: DetectorConfig | None = None,
+    **trainer_kwargs,
+):
     torch.manual_seed(0)
     monitor = GradFlowMonitor(
-        log_every_n_steps=1, histogram_every_n_steps=None, plot_every_n_steps=None
+        log_every_n_steps=1,
+        histogram_every_n_steps=None,
+        plot_every_n_steps=None,
+        detectors=detectors,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -30,13 +40,116 @@ def _silent(monitor: GradFlowMonitor) -> None:
     assert monitor.alert_counts == {}, [a.format() for a in monitor.alerts]
 
 
-def test_zero_initialised_head():
-    """Earlier layers get exactly zero gradient at first, then orders of magnitude more."""
+@pytest.mark.parametrize(
+    ("optimizer", "lr"),
+    [
+        (torch.optim.Adam, 1e-3),
+        (functools.partial(torch.optim.SGD, momentum=0.9), 0.05),
+        (functools.partial(torch.optim.SGD, momentum=0.9, nesterov=True), 0.05),
+    ],
+    ids=["adam", "sgd_momentum", "sgd_nesterov"],
+)
+def test_zero_initialised_head(optimizer, lr):
+    """Earlier layers get exactly zero gradient at step 0, then orders of magnitude more; the
+    head's own updates are infinitely (step 0), then ~1.4 times (SGD momentum, step 1) its
+    weights."""
     torch.manual_seed(0)
     net = mlp(depth=4, width=32, act=nn.ReLU)
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)
-    _silent(_fit(Regressor(net, optimizer=torch.optim.Adam, lr=1e-3), regression_loader(256), 60))
+    monitor = _fit(Regressor(net, optimizer=optimizer, lr=lr), regression_loader(256), 60)
+    _silent(monitor)
+    summary = monitor.gradient_summary()
+    assert summary["zero_grad_share"] == [1 / 60] * 4 + [0.0]
+    assert all(m is not None for m in summary["mean_log10_norm"])
+
+
+class LayerScale(nn.Module):
+    """Multiplies its input by a learned per-channel scale (CaiT/ConvNeXt ``gamma``)."""
+
+    def __init__(self, width: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((width,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class NearZeroBranches(nn.Module):
+    """Two residual branches that start switched off: LayerScale 1e-6 and ReZero (0)."""
+
+    def __init__(self, width: int = 32, features: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(features, width)
+        self.norm = nn.LayerNorm(width)
+        self.branch = nn.Linear(width, width)
+        self.scale = LayerScale(width, 1e-6)
+        self.branch2 = nn.Linear(width, width)
+        self.rezero = LayerScale(1, 0.0)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        h = h + self.scale(torch.relu(self.branch(self.norm(h))))
+        h = h + self.rezero(torch.relu(self.branch2(h)))
+        return self.head(h)
+
+
+def test_near_zero_initialised_branches_under_adam():
+    """Adam's first step moves every weight by ~lr: 1000x the LayerScale's 1e-6 (the ReZero
+    scalar and the second branch's gradient are exactly zero at step 0)."""
+    model = lambda: Regressor(NearZeroBranches(), optimizer=torch.optim.Adam, lr=1e-3)  # noqa: E731
+    _silent(_fit(model(), regression_loader(256), 60))
+    judged = _fit(model(), regression_loader(256), 2, DetectorConfig(weight_rms_floor=1e-7))
+    [alert] = judged.alerts  # without the near-zero floor it would fire on the LayerScale
+    assert (alert.step, alert.layers) == (0, ("net.scale",))
+
+
+def test_high_adam_learning_rate_on_wide_layers():
+    """Adam lr 1e-2 on 1024-wide layers: the first updates are ~0.5 times the weights."""
+    net = mlp(depth=2, width=1024, act=nn.GELU)
+    _silent(_fit(Regressor(net, optimizer=torch.optim.Adam, lr=1e-2), regression_loader(256), 30))
+
+
+class LinearWarmUp(Regressor):
+    """Adam with the LR ramped up linearly from 0 to 3e-2 over 20 steps."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=3e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, step / 20))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_learning_rate_warm_up():
+    _silent(_fit(LinearWarmUp(mlp(depth=4, width=64, act=nn.ReLU)), regression_loader(512), 60))
+
+
+class WithPlaceholders(nn.Module):
+    """A layer kept in the loss at weight 0 (a DDP-friendly placeholder: exactly zero gradient
+    on every step) and one never called (no gradient at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = mlp(depth=3, width=32, act=nn.ReLU)
+        self.aux = nn.Linear(8, 4)
+        self.unused = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + 0.0 * self.aux(x).sum(dim=1, keepdim=True)
+
+
+def test_layers_unused_on_purpose():
+    monitor = _fit(
+        Regressor(WithPlaceholders(), optimizer=torch.optim.Adam, lr=1e-3),
+        regression_loader(256),
+        60,
+    )
+    _silent(monitor)
+    summary = monitor.gradient_summary()
+    share = dict(zip(summary["layers"], summary["zero_grad_share"], strict=True))
+    mean = dict(zip(summary["layers"], summary["mean_log10_norm"], strict=True))
+    assert (share["net.aux"], share["net.unused"], share["net.body.0"]) == (1.0, None, 0.0)
+    assert mean["net.aux"] is None and mean["net.body.0"] is not None
 
 
 def test_loss_converging_to_zero():

@@ -42,3 +42,15 @@ def test_resume_keeps_announced_alerts_and_cooldown(tmp_path):
     assert [a.step for a in resumed.monitor.alerts] == [9]  # restored, not re-announced
     assert resumed.monitor.alert_counts["vanishing"] == 30 - 9
     assert isinstance(resumed.monitor, pl.Callback)
+
+
+def test_resume_mid_dead_streak(tmp_path):
+    """Zero gradients on steps 20-24 before the checkpoint and 25-29 after it: dead at step 29,
+    as in one uninterrupted run (a fresh count would wait until step 34)."""
+    dead = next(c for c in PATHOLOGICAL if c.name.startswith("tanh MLP, unnormalised inputs"))
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=25, save_top_k=-1)
+    whole = dead.run(extra_callbacks=[checkpoint], enable_checkpointing=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed = dead.run(ckpt_path=str(next(tmp_path.glob("*step=25.ckpt"))))
+    assert resumed.first_step == whole.first_step == {"vanishing": 29}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tests.helpers.zoo import HEALTHY, PATHOLOGICAL, ZooRun
+from tests.helpers.zoo import HEALTHY, PATHOLOGICAL, WRONG_UNITS_FIRST_BATCH, ZooRun
 
 CASES = {case.name: case for case in PATHOLOGICAL + HEALTHY}
 
@@ -68,3 +68,37 @@ def test_too_high_learning_rate_is_a_spike_not_an_architecture_problem(runs):
     assert "spike" in variants
     assert "learning-rate" in _first(run, "exploding").hint
     assert all(math.isfinite(v) for v in run.losses)
+
+
+def test_a_first_step_that_wrecks_the_layers_is_flagged_at_once(runs):
+    """A 1e6 target makes every gradient ~5e5 at step 0: SGD moves each layer by 1e3-1e4 times
+    its weights, the tanh layers saturate for good and the loss never comes back."""
+    run = runs[WRONG_UNITS_FIRST_BATCH]
+    alert = _first(run, "exploding")
+    assert (alert.step, alert.details["variant"], alert.details["measured"]) == (0, "update", True)
+    assert alert.severity == "critical" and alert.value > 1e3 and alert.threshold == 10
+    assert alert.layers[0] == "model.layers.linear1"
+    assert "learning-rate" in alert.hint
+    dead = _first(run, "vanishing")
+    assert (dead.step, dead.details["variant"]) == (10, "dead")  # zero on steps 1..10
+    assert dead.layers == ("model.layers.linear1",)
+    summary = run.monitor.gradient_summary()
+    assert summary["zero_grad_share"][0] > 0.9 and summary["zero_grad_share"][-1] == 0
+    assert summary["mean_log10_norm"][:4] == [None] * 4  # typically zero, not "huge"
+    assert summary["mean_log10_norm"][-1] > 0
+
+
+def test_without_logged_update_ratios_the_jump_of_the_weights_shows_it_one_step_later(runs):
+    run = runs[WRONG_UNITS_FIRST_BATCH + ", update ratios not logged"]
+    alert = _first(run, "exploding")
+    assert (alert.step, alert.details["update_step"]) == (1, 0)
+    assert alert.details["variant"] == "update" and not alert.details["measured"]
+    assert "went from" in alert.message
+
+
+def test_inputs_that_saturate_a_layer_for_good_make_it_dead(runs):
+    run = runs["tanh MLP, unnormalised inputs (x1e8) from step 20"]
+    alert = _first(run, "vanishing")
+    assert (alert.step, alert.details["variant"]) == (29, "dead")  # zero on steps 20..29
+    assert alert.layers == ("model.layers.linear1",)
+    assert "saturated" in alert.hint

@@ -61,6 +61,18 @@ def test_update_ratio_is_relative_size_of_the_step():
     assert record.update_ratios[0] == pytest.approx(expected, rel=1e-5)
 
 
+def test_weight_rms_on_every_step_for_the_optimizers_layers():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, [*model[2].parameters(), *model[4].parameters()])  # model[0]: not ours
+    [record] = collector.flush()
+    assert record.weight_norms is None and record.update_ratios is None  # not a logged step
+    assert math.isnan(record.weight_rms[0])
+    for i, module in [(1, model[2]), (2, model[4])]:
+        values = torch.cat([p.detach().flatten() for p in module.parameters()])
+        assert record.weight_rms[i] == pytest.approx(values.square().mean().sqrt().item())
+
+
 def test_every_step_kept_until_one_flush_and_losses_accumulate():
     model = _model_with_grads()
     collector = GradientCollector(group_parameters(model))
@@ -165,12 +177,13 @@ def _sharded_records(rank: int, layout: str) -> tuple[StepRecord, StepRecord]:
 
 @pytest.mark.parametrize("layout", ["flat", "dtensor"])
 def test_sharded_statistics_equal_the_whole_models(layout):
-    """Summed over a real gloo group, each element counted once: norms, update ratios and both
-    histograms equal those of the unsharded model."""
+    """Summed over a real gloo group, each element counted once: norms, weight RMS, update
+    ratios and both histograms equal those of the unsharded model."""
     results = run_on_gloo_ranks(_sharded_records, layout)
     for record, expected in results:
         np.testing.assert_allclose(record.layer_norms, expected.layer_norms, rtol=1e-6)
         np.testing.assert_allclose(record.weight_norms, expected.weight_norms, rtol=1e-6)
+        np.testing.assert_allclose(record.weight_rms, expected.weight_rms, rtol=1e-6)
         np.testing.assert_allclose(record.update_ratios, expected.update_ratios, rtol=1e-6)
         assert record.total_norm == pytest.approx(expected.total_norm, rel=1e-6)
         np.testing.assert_array_equal(record.log_histograms, expected.log_histograms)

@@ -1,5 +1,6 @@
 """Gradient detectors on synthetic step records: each condition both ways, plus the edges."""
 
+import json
 import math
 
 import numpy as np
@@ -14,13 +15,22 @@ NAMES = [f"l{i}" for i in range(6)]
 CTX = StepContext(layer_names=NAMES, epoch=0)
 
 
-def record(step, norms, loss=1.0, has_grad=None):
+def record(step, norms, loss=1.0, has_grad=None, rms=None, ratios=None, optimizer=0):
     norms = np.asarray(norms, dtype=float)
     has = np.ones(len(norms), bool) if has_grad is None else np.asarray(has_grad)
     total = float(np.sqrt(np.nansum(np.where(has, norms, 0.0) ** 2)))
     if not np.isfinite(norms[has]).all():
         total = float("nan")
-    return StepRecord(step, 0, np.where(has, norms, np.nan), has, total, loss)
+    return StepRecord(
+        step,
+        optimizer,
+        np.where(has, norms, np.nan),
+        has,
+        total,
+        loss,
+        weight_rms=None if rms is None else np.asarray(rms, dtype=float),
+        update_ratios=None if ratios is None else np.asarray(ratios, dtype=float),
+    )
 
 
 def feed(norm_fn, steps, config=None, ctx=CTX, loss_fn=lambda s: 1.0):
@@ -154,6 +164,157 @@ def test_detector_state_round_trip():
     assert len(a.update(rec, CTX)) == len(b.update(rec, CTX)) == 1
 
 
+RMS = [0.1] * 6
+
+
+def variant(alerts, name):
+    return [a for a in alerts if a.details["variant"] == name]
+
+
+def run(records, config=None):
+    detectors = GradientDetectors(config or DetectorConfig())
+    return [a for r in records for a in detectors.update(r, CTX)]
+
+
+def resumed(records, split, config=None):
+    """Alerts after ``split`` records of detectors restored (through JSON) from a state saved
+    there, and of the detectors that kept running: they must be the same."""
+    a, b = GradientDetectors(config or DetectorConfig()), GradientDetectors(config)
+    for r in records[:split]:
+        a.update(r, CTX)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    kept = [alert for r in records[split:] for alert in a.update(r, CTX)]
+    restored = [alert for r in records[split:] for alert in b.update(r, CTX)]
+    assert restored == kept
+    return kept
+
+
+@pytest.mark.parametrize(("ratio", "fires"), [(9.99, False), (10.0, True), (10.01, True)])
+def test_one_update_rewriting_a_layer_is_flagged_at_step_0(ratio, fires):
+    ratios = [1e-3, 1e-3, ratio, 1e-3, 1e-3, 1e-3]
+    alerts = run([record(0, FLAT(0), rms=RMS, ratios=ratios)])
+    assert [(a.kind, a.step, a.layers) for a in alerts] == (
+        [("exploding", 0, ("l2",))] if fires else []
+    )
+    if fires:
+        [alert] = alerts
+        assert alert.details == {
+            "variant": "update",
+            "update_step": 0,
+            "measured": True,
+            "ratios": {"l2": ratio},
+        }
+        assert alert.value == ratio and alert.threshold == 10.0 and alert.severity == "warning"
+        assert "l2" in alert.message and "limit 10" in alert.message
+        assert "learning-rate" in alert.hint and "clip" in alert.hint
+
+
+def test_an_update_a_hundred_times_the_weights_is_critical():
+    [alert] = run([record(0, FLAT(0), rms=RMS, ratios=[100.0] * 6)])
+    assert alert.severity == "critical" and alert.layers == tuple(NAMES)
+
+
+@pytest.mark.parametrize(("rms", "fires"), [(0.0, False), (0.99e-4, False), (1e-4, True)])
+def test_zero_and_near_zero_weights_are_not_judged(rms, fires):
+    """Zero-initialised or LayerScale-like weights: their first updates rewrite them by design."""
+    ratio = np.inf if rms == 0 else 1e3
+    rec = record(0, FLAT(0), rms=[rms, 0.1, 0.1, 0.1, 0.1, 0.1], ratios=[ratio] + [1e-3] * 5)
+    assert len(run([rec])) == fires
+
+
+@pytest.mark.parametrize(("after", "fires"), [(10.99, False), (11.0, True), (11.01, True)])
+def test_unmeasured_steps_bound_the_ratio_by_the_jump_of_the_weights(after, fires):
+    """``||Δθ|| / ||θ|| >= |rms_after / rms_before - 1|``: 1.0 -> 11.0 is a ratio of at least 10,
+    seen on the next step."""
+    records = [
+        record(0, FLAT(0), rms=[1.0] * 6),
+        record(1, FLAT(0), rms=[1.0, 1.0, 1.0, after, 1.0, 1.0]),
+    ]
+    alerts = run(records)
+    assert [(a.step, a.layers) for a in alerts] == ([(1, ("l3",))] if fires else [])
+    if fires:
+        assert alerts[0].details["update_step"] == 0 and not alerts[0].details["measured"]
+        assert "went from 1 to 11" in alerts[0].message
+
+
+def test_a_measured_update_is_not_judged_twice():
+    records = [
+        record(0, FLAT(0), rms=RMS, ratios=[1e3] + [1e-3] * 5),
+        record(1, FLAT(0), rms=[100.0, *RMS[1:]]),
+        record(2, FLAT(0), rms=[100.0, *RMS[1:]]),
+    ]
+    assert [a.step for a in run(records)] == [0]
+
+
+def test_each_optimizer_is_compared_with_its_own_previous_step():
+    """Two optimizers, l0-l2 and l3-l5, interleaved; l4 jumps between its optimizer's steps."""
+    nan = [np.nan] * 3
+    records = []
+    for step in range(6):
+        jump = 20.0 if step >= 4 else 1.0
+        first = [1.0, 1.0, 1.0, *nan]
+        second = [*nan, 1.0, jump, 1.0]
+        rms, optimizer = (first, 0) if step % 2 == 0 else (second, 1)
+        records.append(record(step, FLAT(0), rms=rms, optimizer=optimizer))
+    alerts = run(records)
+    assert [(a.step, a.layers, a.details["update_step"]) for a in alerts] == [(5, ("l4",), 3)]
+
+
+def test_update_state_survives_a_resume():
+    records = [record(0, FLAT(0), rms=RMS), record(1, FLAT(0), rms=[10.0, *RMS[1:]])]
+    assert [a.step for a in resumed(records, 1)] == [1]
+
+
+def dead_from(step, layer=2):
+    """Norms with ``layer`` flowing until ``step`` and exactly zero from then on."""
+    return lambda s: [0.0 if i == layer and s >= step else 1.0 for i in range(6)]
+
+
+def test_a_layer_whose_gradient_becomes_exactly_zero_is_dead_after_patience():
+    alerts = variant(feed(dead_from(5), 20), "dead")
+    assert alerts[0].step == 14  # zero on steps 5..14: 10 = patience
+    assert alerts[0].kind == "vanishing" and alerts[0].layers == ("l2",)
+    assert alerts[0].severity == "critical"
+    assert alerts[0].details["zero_steps"] == {"l2": 10}
+    assert "exactly zero for 10+ steps" in alerts[0].message and "l2" in alerts[0].message
+
+
+@pytest.mark.parametrize(("zero_steps", "fires"), [(9, False), (10, True)])
+def test_dead_needs_patience_consecutive_zero_steps(zero_steps, fires):
+    norms = lambda s: dead_from(5)(s) if s < 5 + zero_steps else FLAT(s)  # noqa: E731
+    assert bool(variant(feed(norms, 30), "dead")) == fires
+
+
+def test_a_layer_that_never_had_a_gradient_is_not_dead():
+    """Upstream of a zero-initialised head until it moves, or ``0 * output`` on purpose."""
+    assert feed(dead_from(0), 40) == []
+    zero_head = lambda s: [0.0] * 5 + [1.0] if s < 2 else FLAT(s)  # noqa: E731
+    assert feed(zero_head, 40) == []
+
+
+def test_steps_without_any_gradient_neither_count_nor_reset():
+    """Steps where every gradient is zero (nothing to learn) or a layer has no gradient (another
+    optimizer's step) pause the count."""
+    detectors = GradientDetectors()
+    fired = []
+    for step in range(30):
+        norms = dead_from(5)(step)
+        has = [True] * 6
+        if step in (8, 9):
+            norms = [0.0] * 6
+        if step in (10, 11):
+            has = [True, True, False, True, True, True]
+        alerts = detectors.update(record(step, norms, has_grad=has), CTX)
+        fired += [a.step for a in variant(alerts, "dead")]
+    assert fired[0] == 18  # steps 5-7 and 12-18 are the 10 counted
+
+
+def test_dead_streak_survives_a_resume_mid_streak():
+    records = [record(s, dead_from(5)(s)) for s in range(20)]
+    alerts = variant(resumed(records, 9), "dead")
+    assert alerts[0].step == 14
+
+
 def test_disable_kinds():
     detectors = GradientDetectors(disable=["nonfinite"])
     assert detectors.update(record(0, [np.nan] * 6), CTX) == []
@@ -165,6 +326,8 @@ def test_disable_kinds():
     ("field", "value"),
     [
         ("vanishing_floor", 0.0),
+        ("update_ratio_limit", 0.0),
+        ("weight_rms_floor", -1e-4),
         ("vanishing_depth_ratio", 2.0),
         ("exploding_depth_ratio", 0.5),
         ("spike_factor", 1.0),

@@ -53,6 +53,20 @@ class NanGradientAt(pl.Callback):
             self._handle = None
 
 
+class ScaleBatchAt(pl.Callback):
+    """Multiplies the inputs (``part=0``) or targets (``part=1``) of the batches at some steps: a
+    feed that delivers another unit."""
+
+    def __init__(self, steps: range, part: int, factor: float) -> None:
+        self.steps = steps
+        self.part = part
+        self.factor = factor
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps:
+            batch[self.part].mul_(self.factor)
+
+
 @dataclass
 class ZooRun:
     """What one run of the zoo produced."""
@@ -114,12 +128,10 @@ class ZooCase:
             self.model, input_dim=data.num_features, window=data.window, **self.model_kwargs
         )
         forecaster = VolatilityForecaster(model, optimizer=self.optimizer, lr=self.lr)
-        monitor = GradFlowMonitor(
-            log_every_n_steps=1,
-            histogram_every_n_steps=None,
-            plot_every_n_steps=None,
-            **self.monitor_kwargs,
+        monitor_kwargs = dict(
+            log_every_n_steps=1, histogram_every_n_steps=None, plot_every_n_steps=None
         )
+        monitor = GradFlowMonitor(**{**monitor_kwargs, **self.monitor_kwargs})
         losses = LossRecorder()
         settings: dict[str, Any] = dict(
             accelerator="cpu",
@@ -145,6 +157,8 @@ class ZooCase:
 
 
 RELU_MLP = {"depth": 5, "width": 64, "activation": "relu", "init": "he"}
+TANH_MLP = {"depth": 4, "width": 32, "activation": "tanh"}
+WRONG_UNITS_FIRST_BATCH = "tanh MLP, SGD, targets of the first batch in the wrong units (x1e6)"
 
 PATHOLOGICAL = [
     ZooCase(
@@ -183,8 +197,37 @@ PATHOLOGICAL = [
         "mlp",
         RELU_MLP,
         {"exploding"},
-        also_allowed={"loss_spike"},
+        also_allowed={"loss_spike", "vanishing"},  # its first two ReLU layers die for a while
         lr=0.5,
+    ),
+    ZooCase(
+        WRONG_UNITS_FIRST_BATCH,
+        "mlp",
+        TANH_MLP,
+        {"exploding", "vanishing"},
+        steps=30,
+        optimizer="sgd",
+        lr=1e-2,
+        callbacks=lambda: [ScaleBatchAt(range(1), part=1, factor=1e6)],
+    ),
+    ZooCase(
+        WRONG_UNITS_FIRST_BATCH + ", update ratios not logged",
+        "mlp",
+        TANH_MLP,
+        {"exploding", "vanishing"},
+        steps=12,
+        optimizer="sgd",
+        lr=1e-2,
+        callbacks=lambda: [ScaleBatchAt(range(1), part=1, factor=1e6)],
+        monitor_kwargs={"log_update_ratios": False},
+    ),
+    ZooCase(
+        "tanh MLP, unnormalised inputs (x1e8) from step 20",
+        "mlp",
+        TANH_MLP,
+        {"vanishing"},
+        steps=35,
+        callbacks=lambda: [ScaleBatchAt(range(20, 35), part=0, factor=1e8)],
     ),
 ]
 

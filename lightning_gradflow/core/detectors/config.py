@@ -7,13 +7,23 @@ setting                     default    why
 ``vanishing_depth_ratio``   1e-3       input/output norm ratio; a sigmoid stack loses up to
                                        4x per layer, so 1e-3 is ~5 sigmoid layers' worth
 ``exploding_depth_ratio``   1e3        the mirror image: input side 1000x the output side
+``update_ratio_limit``      10         ||Δθ||/||θ|| of one step; healthy is ~1e-3, 1 means
+                                       the step replaced the layer; 10 leaves room for the
+                                       first steps of a zero-initialised layer (~1/t under
+                                       Adam, ~1.4 under SGD momentum 0.9) and Adam's sign-like
+                                       first step (~lr·sqrt(3·fan_in): 0.55 at lr 1e-2 and
+                                       fan-in 1024)
+``weight_rms_floor``        1e-4       layers whose weights' RMS is below this are near-zero
+                                       by design (LayerScale 1e-5/1e-6, ReZero): their first
+                                       updates rewrite them; every standard init is >= ~1e-3
 ``spike_factor``            10         an order of magnitude above the recent median norm
 ``growth_decades``          3          1000x growth of the global norm within ``window``
 ``clipping_share``          0.9        clipping on 90 % of steps hides a root cause
 ``loss_spike_factor``       10         loss an order of magnitude above its recent median
 ``loss_spike_steps``        3          ... for this many consecutive steps (one bad batch
                                        is not a spike)
-``patience``                10         steps a depth condition must persist
+``patience``                10         steps a depth, floor or dead-layer condition must
+                                       persist
 ``window``                  50         steps of history for medians and growth fits
 ``min_history``             20         steps seen before spike/growth/loss detectors judge
 ``clipping_window``         100        steps over which the clipping share is measured
@@ -45,6 +55,8 @@ class DetectorConfig:
     vanishing_floor: float = 1e-5
     vanishing_depth_ratio: float = 1e-3
     exploding_depth_ratio: float = 1e3
+    update_ratio_limit: float = 10.0
+    weight_rms_floor: float = 1e-4
     spike_factor: float = 10.0
     growth_decades: float = 3.0
     clipping_share: float = 0.9
@@ -58,7 +70,7 @@ class DetectorConfig:
     cooldown_steps: int = 100
 
     def __post_init__(self) -> None:
-        positive = ("vanishing_floor",)
+        positive = ("vanishing_floor", "update_ratio_limit", "weight_rms_floor")
         below_one = ("vanishing_depth_ratio",)
         above_one = ("exploding_depth_ratio", "spike_factor", "loss_spike_factor")
         counts = (

@@ -1,4 +1,4 @@
-"""``exploding``: three different stories, told apart because their fixes differ.
+"""``exploding``: four different stories, told apart because their fixes differ.
 
 * **spike**: the global norm jumps above ``spike_factor`` times its median over the last
   ``window`` steps (after ``min_history`` steps): a learning-rate, data or clipping question.
@@ -7,6 +7,14 @@
   an architecture or initialisation question (e.g. a recurrent matrix with spectral radius > 1).
 * **growth**: log10 of the global norm rises by ``growth_decades`` or more, steadily (R² >= 0.8),
   over the last ``window`` steps: the run is diverging exponentially.
+* **update**: one optimizer step changed a layer by ``update_ratio_limit`` (10) times its weights
+  or more (``||Δθ|| / ||θ||``; healthy is ~1e-3): the step rewrote the layer, which often leaves
+  it saturated or dead for good. It needs no history, so it also sees step 0. The ratio is
+  measured on logged steps (step 0 is one); on the others the change of the weights' RMS from one
+  step to the next bounds it from below, ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``, so a jump
+  is reported one step late, on the step that shows it. Layers whose weights are zero or below
+  ``weight_rms_floor`` (near-zero by design, e.g. LayerScale, ReZero, a zero-initialised head)
+  are not judged: their first updates rewrite them by design.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy as np
 
 from lightning_gradflow.core.alerts import Alert, AlertKind
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import History, StepContext, usable_norms
+from lightning_gradflow.core.detectors.base import History, StepContext, name_list, usable_norms
 from lightning_gradflow.core.detectors.config import DetectorConfig
 from lightning_gradflow.core.flow import fit_depth_profile
 
@@ -35,6 +43,11 @@ HINTS = {
         "The norm grows exponentially over steps: the run is diverging; lower the learning "
         "rate and clip the gradient norm before the loss turns NaN."
     ),
+    "update": (
+        "One update rewrote the layer: a learning-rate far too high for it (add warm-up) or a "
+        "huge gradient from a bad batch; clip the gradient norm (1.0 is standard), check that "
+        "step's data, and restart from a checkpoint before it if the layer is now saturated."
+    ),
 }
 _MIN_R2 = 0.8
 
@@ -49,9 +62,13 @@ class ExplodingDetector:
         self._totals = History(config.window)
         self._seen = 0
         self._depth_streak = 0
+        self._last_rms: dict[
+            int, tuple[int, np.ndarray, bool]
+        ] = {}  # optimizer: step, rms, measured
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
-        alerts = [a for a in (self._spike(record, ctx), self._depth(record, ctx)) if a]
+        found = (self._spike(record, ctx), self._depth(record, ctx), self._update(record, ctx))
+        alerts = [a for a in found if a]
         self._totals.append(record.total_norm)
         self._seen += 1
         growth = self._growth(record, ctx)
@@ -120,6 +137,49 @@ class ExplodingDetector:
             {"gamma": fit.gamma, "first_last_ratio": ratio, "fitted_ratio": fitted},
         )  # fmt: skip
 
+    def _update(self, record: StepRecord, ctx: StepContext) -> Alert | None:
+        cfg = self.config
+        rms = record.weight_rms
+        if rms is None:
+            return None
+        last = self._last_rms.get(record.optimizer_index)
+        measured = record.update_ratios is not None
+        self._last_rms[record.optimizer_index] = (record.step, rms, measured)
+        if measured:
+            ratios, before, update_step = record.update_ratios, rms, record.step
+        elif last is not None and not last[2]:  # else that update was measured and judged
+            update_step, before, _ = last
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.abs(rms / before - 1.0)
+        else:
+            return None
+        judged = np.isfinite(ratios) & np.isfinite(before) & (before >= cfg.weight_rms_floor)
+        hit = np.flatnonzero(judged & (ratios >= cfg.update_ratio_limit))
+        if hit.size == 0:
+            return None
+        layers = [ctx.layer_names[i] for i in hit]
+        top = int(hit[np.argmax(ratios[hit])])
+        ratio = float(ratios[top])
+        if measured:
+            seen = f"||Δθ||/||θ|| = {ratio:.3g} at {ctx.layer_names[top]}"
+        else:
+            seen = (
+                f"the weights' RMS of {ctx.layer_names[top]} went from {before[top]:.3g} to "
+                f"{rms[top]:.3g}, so ||Δθ||/||θ|| >= {ratio:.3g}"
+            )
+        return self._alert(
+            record, ctx, "update",
+            "critical" if ratio >= cfg.update_ratio_limit**2 else "warning",
+            layers, ratio, cfg.update_ratio_limit,
+            f"update: the update of step {update_step} rewrote {len(layers)} layer(s) "
+            f"({name_list(layers)}): {seen} (limit {cfg.update_ratio_limit:g}; healthy is ~1e-3)",
+            {
+                "update_step": update_step,
+                "measured": measured,
+                "ratios": {ctx.layer_names[i]: float(ratios[i]) for i in hit},
+            },
+        )  # fmt: skip
+
     def _growth(self, record: StepRecord, ctx: StepContext) -> Alert | None:
         cfg = self.config
         values = self._totals.values()
@@ -146,9 +206,17 @@ class ExplodingDetector:
             "totals": self._totals.values(),
             "seen": self._seen,
             "depth_streak": self._depth_streak,
+            "last_rms": [
+                [index, step, rms.tolist(), measured]
+                for index, (step, rms, measured) in self._last_rms.items()
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._totals.load(state["totals"])
         self._seen = int(state["seen"])
         self._depth_streak = int(state["depth_streak"])
+        self._last_rms = {
+            int(index): (int(step), np.asarray(rms, dtype=np.float64), bool(measured))
+            for index, step, rms, measured in state.get("last_rms", [])
+        }

@@ -1,6 +1,6 @@
 """``vanishing``: gradients shrink by orders of magnitude on their way back to the input.
 
-Two conditions, each of which must hold for ``patience`` consecutive steps:
+Three conditions, each of which must hold for ``patience`` consecutive steps:
 
 * **depth**: the input-side layer's norm is below ``vanishing_depth_ratio`` times the output-side
   layer's, and so is the ratio of the straight line fitted to log10 norm over depth (so one odd
@@ -8,9 +8,15 @@ Two conditions, each of which must hold for ``patience`` consecutive steps:
 * **floor**: a layer's norm is below ``vanishing_floor`` (1e-5, "effectively dead") *and* below
   ``vanishing_depth_ratio`` times the largest layer norm of the step: a model whose gradients
   are all small because its loss is small is not vanishing.
+* **dead**: a layer that has had a non-zero gradient gets an exactly zero one (its units are
+  saturated or dead), counted over the steps it has a gradient at all. A layer that has never had
+  a non-zero gradient is not judged (a layer upstream of a zero-initialised head until the head
+  moves, or one kept in the loss as ``0 * output`` on purpose), nor is a step on which every
+  gradient is zero (nothing to learn from that batch), nor a layer without a gradient (frozen,
+  unused, or another optimizer's).
 
-Layers with an exactly zero or missing gradient are not judged (they are disconnected, not
-vanishing). The alert reports γ, the per-layer factor of the fitted line (< 1 here).
+Exactly zero and missing gradients take no part in the depth and floor conditions. Those alerts
+report γ, the per-layer factor of the fitted line (< 1 here).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ HINT = (
     "Use ReLU/GELU with He init instead of sigmoid/tanh, add normalisation or residual "
     "connections (each sigmoid layer passes at most 0.25 of the gradient back)."
 )
+DEAD_HINT = (
+    "A layer with an exactly zero gradient learns nothing: its units are saturated (sigmoid/tanh "
+    "tails) or dead (ReLU never active), often after one oversized update or unscaled inputs; "
+    "lower the learning rate, clip the gradient norm, normalise inputs and activations, use "
+    "He init with ReLU/LeakyReLU/GELU, and restart from a checkpoint before it died. Freeze a "
+    "layer that is unused on purpose (requires_grad=False)."
+)
 
 
 class VanishingDetector:
@@ -40,8 +53,49 @@ class VanishingDetector:
         self.config = config
         self._depth_streak = 0
         self._floor_streak = 0
+        self._flowed = np.zeros(0, dtype=bool)
+        self._zero_streaks = np.zeros(0, dtype=np.int64)
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
+        dead = self._dead(record, ctx)
+        return [dead, *self._shrinking(record, ctx)] if dead else self._shrinking(record, ctx)
+
+    def _dead(self, record: StepRecord, ctx: StepContext) -> Alert | None:
+        norms, has = record.layer_norms, record.has_grad
+        if self._flowed.size != norms.size:
+            self._flowed = np.zeros(norms.size, dtype=bool)
+            self._zero_streaks = np.zeros(norms.size, dtype=np.int64)
+        zero = has & (norms == 0)
+        if (zero | ~has).all():
+            return None  # every gradient zero or missing: nothing to learn from this batch
+        self._zero_streaks[zero & self._flowed] += 1
+        self._zero_streaks[has & ~zero] = 0
+        self._flowed |= has & np.isfinite(norms) & (norms > 0)
+        patience = self.config.patience
+        dead = np.flatnonzero(self._zero_streaks >= patience)
+        if dead.size == 0:
+            return None
+        names = [ctx.layer_names[i] for i in dead]
+        return Alert(
+            kind=self.kind,
+            severity="critical",
+            step=record.step,
+            epoch=ctx.epoch,
+            layers=tuple(names),
+            value=0.0,
+            threshold=self.config.vanishing_floor,
+            message=(
+                f"dead layer: the gradient of {len(names)} layer(s) is exactly zero for "
+                f"{patience}+ steps after it was not: {name_list(names)}"
+            ),
+            hint=DEAD_HINT,
+            details={
+                "variant": "dead",
+                "zero_steps": {ctx.layer_names[i]: int(self._zero_streaks[i]) for i in dead},
+            },
+        )
+
+    def _shrinking(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
         cfg = self.config
         norms = usable_norms(record)
         fit = fit_depth_profile(norms)
@@ -95,8 +149,15 @@ class VanishingDetector:
         ]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"depth_streak": self._depth_streak, "floor_streak": self._floor_streak}
+        return {
+            "depth_streak": self._depth_streak,
+            "floor_streak": self._floor_streak,
+            "flowed": self._flowed.tolist(),
+            "zero_streaks": self._zero_streaks.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._depth_streak = int(state["depth_streak"])
         self._floor_streak = int(state["floor_streak"])
+        self._flowed = np.asarray(state.get("flowed", []), dtype=bool)
+        self._zero_streaks = np.asarray(state.get("zero_streaks", []), dtype=np.int64)
