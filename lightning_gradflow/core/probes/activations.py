@@ -3,11 +3,12 @@
 **Dead units.** A unit is a feature of the last dimension (for ``(B, T, D)`` activations every
 one of the ``B*T`` rows is a sample), or a channel (dim 1) when the layer that ran just before
 the ReLU works on channel-first feature maps (:data:`CHANNEL_FIRST`: convolutions, batch,
-instance and group norm, pooling), whatever the number of dimensions: ``(N, C, L)`` and
-``(N, C, H, W)`` alike. It is *dead* on a probe batch when it outputs zero on every row: no
-gradient reaches its weights from that batch. A ReLU that is zero for every input stays dead,
-since nothing moves its pre-activation back. Non-finite values (after a NaN step) are neither
-zero nor alive: they are left out, and a unit without a finite value is not judged.
+instance and group norm, pooling; dropout and identity layers in between are looked through),
+whatever the number of dimensions: ``(N, C, L)`` and ``(N, C, H, W)`` alike. It is *dead* on
+a probe batch when it outputs zero on every row: no gradient reaches its weights from that
+batch. A ReLU that is zero for every input stays dead, since nothing moves its pre-activation
+back. Non-finite values (after a NaN step) are neither zero nor alive: they are left out, and a
+unit without a finite value is not judged.
 
 **Saturation.** The share of finite activations in the flat tails: sigmoid outputs outside
 ``[tail, 1 - tail]`` or tanh outputs with ``|y| > 1 - tail`` (``tail`` = 0.01 by default,
@@ -59,6 +60,17 @@ CHANNEL_FIRST: tuple[type[nn.Module], ...] = (
     nn.LPPool2d,
 )
 """Layers whose output is ``(N, C, ...)``: a ReLU right after one has its units on dim 1."""
+
+PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+"""Layers that keep their input's layout: the layer before them decides."""
 
 
 def unit_dim(activations: Tensor, producer: nn.Module | None) -> int:

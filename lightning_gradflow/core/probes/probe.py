@@ -17,8 +17,9 @@ whatever ran where; a site that ran on no rank is left out of the statistics.
 
 The hooks also follow the forward order of every module of the model:
 
-* the *producer* of a ReLU call, the leaf module that finished last before the ReLU's hook,
-  decides the unit axis (:func:`~lightning_gradflow.core.probes.activations.unit_dim`);
+* the *producer* of a ReLU call, the leaf module that finished last before the ReLU's hook
+  (dropout and identity layers aside), decides the unit axis
+  (:func:`~lightning_gradflow.core.probes.activations.unit_dim`);
 * the *output layer* is the site whose call came last, if no module with parameters started
   after it (under DDP: so on every rank it ran on): a final ``nn.Sigmoid``, however the model
   was called (``self(x)`` or ``self.net(x)``) and whatever loss module or metric ran after it.
@@ -51,7 +52,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_gradflow.core.norms import all_reduce
-from lightning_gradflow.core.probes.activations import saturated_count, unit_counts, unit_dim
+from lightning_gradflow.core.probes.activations import (
+    PASS_THROUGH,
+    saturated_count,
+    unit_counts,
+    unit_dim,
+)
 from lightning_gradflow.core.probes.attention import (
     bind_arguments,
     entropy_sums,
@@ -133,7 +139,11 @@ class ActivationProbes:
         self.sites = discover_probes(model)
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in self.sites}
-        self._leaves = [m for m in modules.values() if next(m.children(), None) is None]
+        self._leaves = [
+            m
+            for m in modules.values()
+            if next(m.children(), None) is None and not isinstance(m, PASS_THROUGH)
+        ]
         self._parametrised = [
             m for m in modules.values() if next(m.parameters(recurse=False), None) is not None
         ]

@@ -75,11 +75,9 @@ def test_hooks_exist_only_while_attached_even_after_an_error():
     probes = ActivationProbes(model)
     assert _hook_count(model) == 0
     probes.attach()
+    attached = _hook_count(model)
     probes.attach()  # no-op while attached
-    leaves = sum(next(m.children(), None) is None for m in model.modules())
-    parametrised = sum(next(m.parameters(recurse=False), None) is not None for m in model.modules())
-    assert probes.is_attached
-    assert _hook_count(model) == len(probes.sites) + leaves + parametrised
+    assert probes.is_attached and _hook_count(model) == attached > len(probes.sites)
     probes.detach()
     probes.detach()
     assert not probes.is_attached and _hook_count(model) == 0
@@ -158,6 +156,12 @@ PRODUCERS = {  # layers before the ReLU, input shape, dead share, rows
     ),
     "conv_bn": (
         lambda: [nn.Sequential(nn.Conv1d(4, 4, 1), _biased(nn.BatchNorm1d(4)))],
+        (16, 4, 8),
+        0.75,
+        128,
+    ),
+    "dropout": (
+        lambda: [_biased(nn.Conv1d(4, 4, 3, padding=1)), nn.Dropout(0.0)],
         (16, 4, 8),
         0.75,
         128,
