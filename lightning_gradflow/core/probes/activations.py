@@ -93,7 +93,7 @@ def unit_counts(activations: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """
     other = [d for d in range(activations.dim()) if d != dim]
     finite = activations.isfinite()
-    active = (activations > 0) & finite
+    active = (activations > 0).logical_and_(finite)
     if not other:
         return active.long(), finite.long()
     return active.sum(dim=other), finite.sum(dim=other)

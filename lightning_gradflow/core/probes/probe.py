@@ -351,7 +351,9 @@ class ActivationProbes:
         tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
         return torch.device("cpu") if tensor is None else tensor.device
 
-    def _stats(self, values: dict[str, dict[str, np.ndarray]], meta: dict) -> ProbeStats:
+    def _stats(
+        self, values: dict[str, dict[str, np.ndarray]], meta: dict[str, np.ndarray]
+    ) -> ProbeStats:
         ran = dict(zip(self.sites, meta["ran"], strict=True))
         outputs = zip(self.sites, meta["output"], strict=True)  # on every rank it ran on
         stats = ProbeStats(output_layers=frozenset(n for n, o in outputs if o and o == ran[n]))
