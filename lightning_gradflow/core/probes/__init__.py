@@ -3,7 +3,8 @@
 ==========================  ============================================================
 alert kind                  measured on
 ==========================  ============================================================
-``dead_relu``               ``nn.ReLU``/``nn.ReLU6``: share of units zero on every row
+``dead_relu``               ``nn.ReLU``/``nn.ReLU6``: share of units zero on every row (units:
+                            channels after a conv/norm/pooling layer, else the last dim)
 ``saturation``              ``nn.Sigmoid``/``nn.Tanh``: share of outputs in the flat tails
 ``attention_collapse``      ``nn.MultiheadAttention``: normalised entropy of every head
 ``rank_collapse``           ``nn.TransformerEncoderLayer``/``DecoderLayer``: effective rank

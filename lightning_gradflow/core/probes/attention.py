@@ -12,7 +12,8 @@ are used.
 For each query row the entropy is normalised by the log of the number of keys the row can see
 (masked keys, i.e. ``True`` or additive ≤ -1e4, do not count), so 1 is uniform attention and
 0 all weight on one key. Rows that see fewer than ``min_keys`` keys are left out: the first
-rows under a causal mask, and sequences of 1-3 tokens, where a sharp distribution is normal.
+rows under a causal mask, and sequences of 1-3 tokens, where a sharp distribution is normal. So
+are rows with non-finite probabilities (NaN inputs after a NaN step).
 
 Example:
     >>> import torch
@@ -128,11 +129,14 @@ def entropy_sums(probs: Tensor, keys: Tensor, min_keys: int) -> tuple[Tensor, Te
 
 
 def normalised_entropy(probs: Tensor, keys: Tensor, min_keys: int) -> tuple[Tensor, Tensor]:
-    """Entropy / log(visible keys) per row, zero where unusable, and the usable-row mask."""
+    """Entropy / log(visible keys) per row, zero where unusable, and the usable-row mask.
+
+    A row is usable if it sees at least ``min_keys`` keys and its probabilities are finite.
+    """
     entropy = -torch.special.xlogy(probs, probs).sum(-1)
     keys = keys.expand_as(entropy)
-    usable = keys >= min_keys
     normalised = entropy / keys.clamp(min=2).to(entropy.dtype).log()
+    usable = (keys >= min_keys) & normalised.isfinite()
     return torch.where(usable, normalised, 0.0), usable
 
 

@@ -7,9 +7,10 @@ cooldown decides what is announced). Per kind:
 * ``dead_relu``: a ReLU layer seen on at least ``dead_relu_min_rows`` rows has more than
   ``dead_relu_threshold`` of its units dead; critical when ≥ 99 % are.
 * ``saturation``: more than ``saturation_threshold`` of a sigmoid/tanh layer's activations
-  sit in the flat tails; critical at ≥ 99 %. A layer whose output *is* the model's output
-  (a sigmoid for a binary target) is left out: confident predictions are its job, and with a
-  cross-entropy loss its own derivative cancels out of the gradient.
+  sit in the flat tails; critical at ≥ 99 %. The output layer (the probed layer that ran last,
+  with no module holding parameters after it, e.g. the sigmoid of a binary classifier) is left
+  out: confident predictions are its job, and with a cross-entropy loss its own derivative
+  cancels out of the gradient.
 * ``attention_collapse``: at least ``attention_head_share`` of an attention layer's heads have
   a mean normalised entropy below ``attention_entropy_threshold``; the message names the
   heads; critical when every head of a layer collapsed.
@@ -239,7 +240,7 @@ class ProbeDetectors:
         low = [n for n, r in ranks.items() if r < cfg.rank_collapse_threshold]
         stacks: dict[str, list[str]] = {}
         for name in ranks:
-            stacks.setdefault(name.split("#")[0].rpartition(".")[0], []).append(name)
+            stacks.setdefault(name.rpartition(".")[0], []).append(name)
         decays = {}
         for parent, names in stacks.items():
             if len(names) < 3:

@@ -1,6 +1,6 @@
 """Forward hooks that measure activations on probe steps, and the statistics they produce.
 
-:class:`ActivationProbes` finds the probed modules once (see
+:class:`ActivationProbes` finds the probed modules, its *sites*, once (see
 :mod:`~lightning_gradflow.core.probes.registry`). Hooks exist only between :meth:`attach` and
 :meth:`detach`, so steps that are not probed run the unmodified model. Inside the hooks
 everything stays on the device (no ``.item()``, no host sync) and nothing is recorded for
@@ -8,9 +8,21 @@ autograd; the model's outputs are bit-identical to an unprobed forward. :meth:`c
 copies all statistics to the host in one transfer (optionally summed over ranks first) and
 returns a :class:`ProbeStats`.
 
-Probed layers are named by their dotted module path; a module called more than once between
-two collections gets one entry per call, ``name``, ``name#1``, ``name#2``, ... in forward
-order (a shared ``self.act = nn.ReLU()`` used after each layer is several layers).
+Statistics are kept per site, named by its dotted module path. A module called several times
+between two collections (a loop of adaptive depth, chunks, an expert, a shared ``self.act``)
+adds every call to its one entry: rows add up, and a ReLU's unit ``i`` is unit ``i`` of every
+call (give layers their own activation modules to have them judged apart). Every site has a
+slot of fixed layout, zero where it did not run, so the ranks' buffers line up under DDP
+whatever ran where; a site that ran on no rank is left out of the statistics.
+
+The hooks also follow the forward order of every module of the model:
+
+* the *producer* of a ReLU call, the leaf module that finished last before the ReLU's hook
+  (dropout and identity layers aside), decides the unit axis
+  (:func:`~lightning_gradflow.core.probes.activations.unit_dim`);
+* the *output layer* is the site whose call came last, if no module with parameters started
+  after it (under DDP: so on every rank it ran on): a final ``nn.Sigmoid``, however the model
+  was called (``self(x)`` or ``self.net(x)``) and whatever loss module or metric ran after it.
 
 Example:
     >>> import torch
@@ -28,7 +40,7 @@ Example:
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,10 +51,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_gradflow.core.norms import all_reduce
 from lightning_gradflow.core.probes.activations import (
-    alive_units,
+    PASS_THROUGH,
     saturated_count,
-    unit_activity,
+    unit_counts,
+    unit_dim,
 )
 from lightning_gradflow.core.probes.attention import (
     bind_arguments,
@@ -56,24 +70,34 @@ from lightning_gradflow.core.probes.rank import block_tokens, effective_rank
 from lightning_gradflow.core.probes.registry import discover_probes
 from lightning_gradflow.core.transfer import copy_to_host
 
+Call = dict[str, Tensor]
+"""The statistics of one call of a site, on the device."""
+
+_WIDTH = {"relu": "active", "attention": "entropy"}
+"""Per kind, the statistic whose length (units, heads) is only known once the site ran."""
+
 
 @dataclass(frozen=True)
 class ProbeStats:
     """Host-side statistics of the probe steps since the last collection.
 
-    Every mapping is keyed by layer name, in forward order.
+    Every mapping is keyed by site name, in the model's module order, and holds the sites that
+    ran (on any rank).
 
     Attributes:
-        kinds: probe kind of every layer seen.
-        dead_relu: share of units that were zero on every row (``"relu"`` layers).
-        relu_rows: rows (samples × positions) the dead-unit share was measured on.
-        saturation: share of activations in the flat tails (``"sigmoid"``/``"tanh"`` layers).
+        kinds: probe kind of every site that ran.
+        dead_relu: share of the judged units (those with a finite value) that were zero on
+            every row (``"relu"`` sites); ``NaN`` if no unit was judged.
+        relu_rows: the fewest rows (samples × positions, over all calls) a judged unit had a
+            finite value on; 0 if none.
+        saturation: share of the finite activations in the flat tails (``"sigmoid"``/
+            ``"tanh"``); ``NaN`` if none was finite.
         attention_entropy: per-head mean normalised entropy, ``(heads,)``, ``NaN`` for heads
             without a usable query row.
         effective_rank: mean effective rank of the tokens after each ``"block"``, ``NaN`` if
-            no sample had a non-zero output.
-        block_tokens: sequence length seen by each block.
-        output_layers: layers whose output is (a view of) what the probed model returned.
+            no sample had a finite non-zero output.
+        block_tokens: mean sequence length of the samples the effective rank was measured on.
+        output_layers: the output layer of the probed forward pass (see the module docstring).
         histograms: ``(counts, edges)`` per logging tag (probe steps with histograms only).
     """
 
@@ -98,17 +122,6 @@ class ProbeStats:
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
-@dataclass
-class _Record:
-    name: str
-    kind: str
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    histogram: bool = False
-    count: int = 0
-    output: Tensor | None = None
-    is_output: bool = False
-
-
 class ActivationProbes:
     """Measures dead units, saturation, attention entropy and effective rank on probe steps.
 
@@ -124,10 +137,21 @@ class ActivationProbes:
         self.model = model
         self.config = config or ProbeConfig()
         self.sites = discover_probes(model)
-        self._modules = {n: m for n, m in model.named_modules() if n in self.sites}
+        modules = dict(model.named_modules())
+        self._modules = {name: modules[name] for name in self.sites}
+        self._leaves = [
+            m
+            for m in modules.values()
+            if next(m.children(), None) is None and not isinstance(m, PASS_THROUGH)
+        ]
+        self._parametrised = [
+            m for m in modules.values() if next(m.parameters(recurse=False), None) is not None
+        ]
         self._handles: list[RemovableHandle] = []
-        self._records: list[_Record] = []
-        self._calls: Counter[str] = Counter()
+        self._calls: dict[str, list[Call]] = {name: [] for name in self.sites}
+        self._events = 0  # site calls and starts of modules with parameters, in forward order
+        self._last_event: dict[str, int] = {}
+        self._producer: nn.Module | None = None
         self._histograms = False
 
     @property
@@ -144,6 +168,7 @@ class ActivationProbes:
         if self.is_attached:
             return
         self._histograms = histograms
+        self._producer = None
         for name, module in self._modules.items():
             kind = self.sites[name]
             if kind == "attention" and isinstance(module, nn.MultiheadAttention):
@@ -153,14 +178,15 @@ class ActivationProbes:
             else:
                 hook = module.register_forward_hook(self._output_hook(name, kind))
             self._handles.append(hook)
-        self._handles.append(self.model.register_forward_hook(self._model_hook))
+        # after the site hooks, so that a site's hook still sees the leaf that ran before it
+        self._handles += [leaf.register_forward_hook(self._leaf_hook) for leaf in self._leaves]
+        self._handles += [m.register_forward_pre_hook(self._start_hook) for m in self._parametrised]
 
     def detach(self) -> None:
         """Remove every hook; safe to call twice."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._release_outputs()
 
     @contextmanager
     def attached(self, histograms: bool = False) -> Iterator[ActivationProbes]:
@@ -175,26 +201,36 @@ class ActivationProbes:
         """Everything recorded since the last collection, copied to the host in one transfer.
 
         Args:
-            all_ranks: sum the statistics over the default process group first (every rank
-                must call this and must have probed the same layers, e.g. DDP replicas).
+            all_ranks: sum the statistics over the default process group first. Every rank
+                must call this, with the same model; each site has a slot of the same layout
+                on every rank, so sites may have run a different number of times (or not at
+                all) on each.
         """
-        records, self._records = self._records, []
-        self._calls.clear()
-        if not records:
+        calls, self._calls = self._calls, {name: [] for name in self.sites}
+        last = self._events
+        output = {name for name, event in self._last_event.items() if event == last}
+        self._events, self._last_event = 0, {}
+        if not all_ranks and not any(calls.values()):
             return ProbeStats()
-        self._effective_ranks(records)
-        return self._stats(records, self._to_host(records, all_ranks))
+        self._effective_ranks(calls)
+        slots, meta = self._slots(calls, output, all_ranks)
+        *values, meta_values = copy_to_host([*slots.values(), meta], all_ranks=all_ranks)
+        return self._stats(dict(zip(slots, values, strict=True)), meta_values)
 
     # hooks ---------------------------------------------------------------------------------
 
-    def _new_record(self, name: str, kind: str) -> _Record:
-        calls = self._calls[name]
-        self._calls[name] += 1
-        record = _Record(
-            name if calls == 0 else f"{name}#{calls}", kind, histogram=self._histograms
-        )
-        self._records.append(record)
-        return record
+    def _leaf_hook(self, module: nn.Module, _args: tuple, _output: Any) -> None:
+        self._producer = module
+
+    def _start_hook(self, _module: nn.Module, _args: tuple) -> None:
+        self._events += 1
+
+    def _new_call(self, name: str) -> Call:
+        self._events += 1
+        self._last_event[name] = self._events
+        call: Call = {}
+        self._calls[name].append(call)
+        return call
 
     def _output_hook(self, name: str, kind: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
@@ -202,37 +238,33 @@ class ActivationProbes:
             if tensor is None or tensor.dim() == 0 or tensor.is_nested:
                 return
             with torch.no_grad():
-                self._measure(self._new_record(name, kind), tensor.detach())
+                self._measure(self._new_call(name), kind, tensor.detach())
 
         return hook
 
-    def _measure(self, record: _Record, tensor: Tensor) -> None:
+    def _measure(self, call: Call, kind: str, tensor: Tensor) -> None:
         cfg, bins = self.config, self.config.histogram_bins
-        if record.kind == "relu":
-            record.tensors["alive"], record.count = alive_units(tensor)
-            if record.histogram:
-                record.tensors["active_rows"] = unit_activity(tensor)
-        elif record.kind in ("sigmoid", "tanh"):
-            tail = cfg.sigmoid_tail if record.kind == "sigmoid" else cfg.tanh_tail
-            record.tensors["tail"] = saturated_count(tensor, record.kind, tail)
-            record.count = tensor.numel()
-            record.output = tensor  # held until the model returns: is it the model's output?
-            if record.histogram:
-                low = 0.0 if record.kind == "sigmoid" else -1.0
-                record.tensors["hist"] = torch.histc(tensor.float(), bins, low, 1.0)
+        if kind == "relu":
+            call["active"], call["rows"] = unit_counts(tensor, unit_dim(tensor, self._producer))
+        elif kind in ("sigmoid", "tanh"):
+            tail = cfg.sigmoid_tail if kind == "sigmoid" else cfg.tanh_tail
+            call["tail"] = saturated_count(tensor, kind, tail)
+            call["values"] = tensor.isfinite().sum()
+            if self._histograms:  # histc leaves NaN out
+                low = 0.0 if kind == "sigmoid" else -1.0
+                call["hist"] = torch.histc(tensor.float(), bins, low, 1.0)
         else:  # attention probabilities from an opted-in module
             probs = probabilities_from_output(tensor, cfg.max_samples)
             keys = torch.full((), probs.shape[-1], device=probs.device)
-            self._attention(record, probs, keys)
+            self._attention(call, probs, keys)
 
-    def _attention(self, record: _Record, probs: Tensor, keys: Tensor) -> None:
+    def _attention(self, call: Call, probs: Tensor, keys: Tensor) -> None:
         min_keys = self.config.attention_min_keys
-        sums, rows = entropy_sums(probs, keys, min_keys)
-        record.tensors["entropy"], record.tensors["rows"] = sums, rows
-        if record.histogram:
+        call["entropy"], call["rows"] = entropy_sums(probs, keys, min_keys)
+        if self._histograms:
             normalised, usable = normalised_entropy(probs, keys, min_keys)
             values = torch.where(usable, normalised, -1.0)  # outside [0, 1]: not counted
-            record.tensors["hist"] = torch.histc(values, self.config.histogram_bins, 0.0, 1.0)
+            call["hist"] = torch.histc(values, self.config.histogram_bins, 0.0, 1.0)
 
     def _mha_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
@@ -240,7 +272,7 @@ class ActivationProbes:
                 arguments = bind_arguments(module, args, kwargs)
                 found = recompute_attention(module, arguments, self.config.max_samples)
                 if found is not None:
-                    self._attention(self._new_record(name, "attention"), *found)
+                    self._attention(self._new_call(name), *found)
 
         return hook
 
@@ -253,88 +285,131 @@ class ActivationProbes:
                 arguments = bind_arguments(module, args, kwargs)
                 tokens = block_tokens(module, arguments, tensor, self.config.max_samples)
                 if tokens is not None:
-                    record = self._new_record(name, "block")
-                    record.tensors["tokens"], record.count = tokens, tokens.shape[1]
+                    self._new_call(name)["sequences"] = tokens
 
         return hook
-
-    def _model_hook(self, _module: nn.Module, _args: tuple, output: Any) -> None:
-        returned = {_storage(t) for t in _tensors(output)}
-        for record in self._records:
-            if record.output is not None and _storage(record.output) in returned:
-                record.is_output = True
-        self._release_outputs()
-
-    def _release_outputs(self) -> None:
-        for record in self._records:
-            record.output = None
 
     # collection ----------------------------------------------------------------------------
 
     @staticmethod
-    def _effective_ranks(records: list[_Record]) -> None:
-        batches: dict[tuple, list[_Record]] = {}  # one batched SVD per shape and device
-        for record in records:
-            if "tokens" in record.tensors:
-                tokens = record.tensors["tokens"]
-                batches.setdefault((*tokens.shape[1:], tokens.device), []).append(record)
-        for group in batches.values():
-            sizes = [r.tensors["tokens"].shape[0] for r in group]
-            ranks = effective_rank(torch.cat([r.tensors.pop("tokens") for r in group]))
-            for record, part in zip(group, ranks.split(sizes), strict=True):
+    def _effective_ranks(calls: dict[str, list[Call]]) -> None:
+        """Replace every block call's sequences by its summed effective rank, the number of
+        samples it was measured on and their tokens."""
+        batches: dict[tuple, list[Call]] = {}  # one batched SVD per shape and device
+        for call in itertools.chain.from_iterable(calls.values()):
+            if "sequences" in call:
+                sequences = call["sequences"]
+                batches.setdefault((*sequences.shape[1:], sequences.device), []).append(call)
+        for (length, *_), group in batches.items():
+            sizes = [call["sequences"].shape[0] for call in group]
+            ranks = effective_rank(torch.cat([call.pop("sequences") for call in group]))
+            for call, part in zip(group, ranks.split(sizes), strict=True):
                 finite = torch.isfinite(part)
-                record.tensors["rank"] = torch.where(finite, part, 0.0).sum()
-                record.tensors["samples"] = finite.sum()
+                call["rank"] = torch.where(finite, part, 0.0).sum()
+                call["samples"] = finite.sum()
+                call["tokens"] = call["samples"] * length
 
-    @staticmethod
-    def _to_host(records: list[_Record], all_ranks: bool) -> list[dict[str, np.ndarray]]:
-        """One copy of every record's tensors; the host-side counts join the device buffer
-        only when they are summed over ranks."""
-        counts = np.array([float(r.count) for r in records])
-        groups: list[dict[str, Tensor]] = [r.tensors for r in records]
-        if all_ranks:
-            device = next((t.device for r in records for t in r.tensors.values()), None)
-            groups.append({"count": torch.from_numpy(counts).to(device)})
-        values = copy_to_host(groups, all_ranks=all_ranks)
-        if all_ranks:
-            counts = values.pop()["count"]
-        for value, count in zip(values, counts, strict=True):
-            value["count"] = count
-        return values
+    def _slots(
+        self, calls: dict[str, list[Call]], output: set[str], all_ranks: bool
+    ) -> tuple[dict[str, Call], Call]:
+        """Per site a fixed layout of float64 sums of its calls (zeros if it did not run), and
+        per site whether it ran and whether it is the output layer (1 or 0; summed over ranks,
+        the number of ranks).
 
-    def _stats(self, records: list[_Record], values: list[dict[str, np.ndarray]]) -> ProbeStats:
-        bins = self.config.histogram_bins
-        stats = ProbeStats(output_layers=frozenset(r.name for r in records if r.is_output))
-        for record, value in zip(records, values, strict=True):
-            name, kind, count = record.name, record.kind, float(value["count"])
+        The lengths that depend on the data (units, heads) are the longest seen; with
+        ``all_ranks`` on any rank (one small collective), so every rank lays out the same.
+        """
+        device = self._device(calls)
+        widths = [
+            max((call[_WIDTH[kind]].shape[0] for call in calls[name]), default=0)
+            if kind in _WIDTH
+            else 0
+            for name, kind in self.sites.items()
+        ]
+        if all_ranks and widths:
+            widths = all_reduce(torch.tensor(widths, device=device), "max").tolist()
+        bins = self.config.histogram_bins if self._histograms else 0
+        slots = {}
+        for (name, kind), width in zip(self.sites.items(), widths, strict=True):
+            slot = {
+                key: torch.zeros(shape, dtype=torch.float64, device=device)
+                for key, shape in _layout(kind, width, bins).items()
+            }
+            for call in calls[name]:
+                for key, value in call.items():
+                    target = slot[key][: value.shape[0]] if value.dim() else slot[key]
+                    target += value.to(device)
+            slots[name] = slot
+        flags = [(bool(calls[name]), name in output) for name in self.sites]
+        meta = torch.tensor(flags, dtype=torch.float64).reshape(-1, 2).to(device)
+        return slots, {"ran": meta[:, 0], "output": meta[:, 1]}
+
+    def _device(self, calls: dict[str, list[Call]]) -> torch.device:
+        """That of the first statistic, else of the model's parameters (else the CPU)."""
+        for call in itertools.chain.from_iterable(calls.values()):
+            return next(iter(call.values())).device
+        tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    def _stats(
+        self, values: dict[str, dict[str, np.ndarray]], meta: dict[str, np.ndarray]
+    ) -> ProbeStats:
+        ran = dict(zip(self.sites, meta["ran"], strict=True))
+        outputs = zip(self.sites, meta["output"], strict=True)  # on every rank it ran on
+        stats = ProbeStats(output_layers=frozenset(n for n, o in outputs if o and o == ran[n]))
+        histograms = self._histograms
+        edges = np.linspace(0.0, 1.0, self.config.histogram_bins + 1)
+        for name in self.sites:
+            if not ran[name]:
+                continue
+            kind, value = self.sites[name], values[name]
             stats.kinds[name] = kind
             if kind == "relu":
-                stats.dead_relu[name] = float(np.mean(value["alive"] == 0))
-                stats.relu_rows[name] = int(count)
-                if record.histogram:
-                    edges = np.linspace(0.0, 1.0, bins + 1)
-                    share = value["active_rows"] / max(count, 1.0)
+                active, rows = value["active"], value["rows"]
+                judged = rows > 0
+                if judged.any():
+                    stats.dead_relu[name] = float(np.mean(active[judged] == 0))
+                    stats.relu_rows[name] = int(rows[judged].min())
+                else:
+                    stats.dead_relu[name], stats.relu_rows[name] = float("nan"), 0
+                if histograms:
+                    share = active[judged] / rows[judged]
                     counts = np.histogram(share, edges)[0].astype(np.float64)
                     stats.histograms[f"probe/unit_activity/{name}"] = (counts, edges)
             elif kind in ("sigmoid", "tanh"):
-                stats.saturation[name] = float(value["tail"]) / max(count, 1.0)
-                if record.histogram:
-                    edges = np.linspace(0.0 if kind == "sigmoid" else -1.0, 1.0, bins + 1)
-                    stats.histograms[f"probe/activation/{name}"] = (value["hist"], edges)
+                finite = float(value["values"])
+                stats.saturation[name] = float(value["tail"]) / finite if finite else np.nan
+                if histograms:
+                    low = 0.0 if kind == "sigmoid" else -1.0
+                    bounds = np.linspace(low, 1.0, self.config.histogram_bins + 1)
+                    stats.histograms[f"probe/activation/{name}"] = (value["hist"], bounds)
             elif kind == "attention":
                 rows = value["rows"]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     stats.attention_entropy[name] = np.where(
                         rows > 0, value["entropy"] / rows, np.nan
                     )
-                if record.histogram:
-                    edges = np.linspace(0.0, 1.0, bins + 1)
+                if histograms:
                     stats.histograms[f"probe/attention_entropy/{name}"] = (value["hist"], edges)
             else:
                 samples = float(value["samples"])
                 stats.effective_rank[name] = float(value["rank"]) / samples if samples else np.nan
-                stats.block_tokens[name] = record.count  # a sequence length: never summed
+                stats.block_tokens[name] = round(float(value["tokens"]) / samples) if samples else 0
         return stats
+
+
+def _layout(kind: str, width: int, bins: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a site's slot; ``width``: its units or heads, ``bins``: 0 for no
+    histogram."""
+    if kind == "relu":
+        return {"active": (width,), "rows": (width,)}
+    if kind == "block":
+        return {"rank": (), "samples": (), "tokens": ()}
+    if kind == "attention":
+        layout = {"entropy": (width,), "rows": (width,)}
+    else:
+        layout = {"tail": (), "values": ()}
+    return {**layout, "hist": (bins,)} if bins else layout
 
 
 def _tensors(value: Any) -> Iterator[Tensor]:
@@ -350,7 +425,3 @@ def _tensors(value: Any) -> Iterator[Tensor]:
 
 def _first_tensor(value: Any) -> Tensor | None:
     return next(_tensors(value), None)
-
-
-def _storage(tensor: Tensor) -> int:
-    return tensor.untyped_storage().data_ptr()

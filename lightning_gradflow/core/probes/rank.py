@@ -72,7 +72,8 @@ def block_tokens(
 
 
 def effective_rank(tokens: Tensor) -> Tensor:
-    """Entropy effective rank of each ``(tokens, d_model)`` matrix; ``NaN`` for an all-zero one.
+    """Entropy effective rank of each ``(tokens, d_model)`` matrix; ``NaN`` for an all-zero one
+    and for one with a non-finite value (which the SVD would reject).
 
     Args:
         tokens: ``(samples, tokens, d_model)``.
@@ -80,7 +81,8 @@ def effective_rank(tokens: Tensor) -> Tensor:
     Returns:
         ``(samples,)`` on the input's device.
     """
-    singular = torch.linalg.svdvals(tokens)
+    finite = tokens.isfinite().all(dim=(-2, -1), keepdim=True)
+    singular = torch.linalg.svdvals(torch.where(finite, tokens, 0.0))
     total = singular.sum(-1, keepdim=True)
     p = singular / total
     rank = torch.exp(-torch.special.xlogy(p, p).sum(-1))

@@ -15,8 +15,9 @@ of your own opts in with a class attribute ``gradflow_probe = "<kind>"`` or, per
 :func:`register_probe`; ``register_probe(module, None)`` opts a module out (e.g. a gate that is
 meant to saturate). What an opted-in module's output must be:
 
-* ``"relu"``/``"sigmoid"``/``"tanh"``: the activations (``(..., features)``, or ``(N, C, ...)``
-  for conv feature maps with four or more dimensions).
+* ``"relu"``/``"sigmoid"``/``"tanh"``: the activations, ``(..., features)``, or ``(N, C, ...)``
+  when the module that ran just before is a conv, norm or pooling layer over channels (see
+  :mod:`~lightning_gradflow.core.probes.activations`).
 * ``"attention"``: for a subclass of ``nn.MultiheadAttention`` nothing (probabilities are
   recomputed from its inputs); for any other module the attention probabilities themselves,
   ``(batch, heads, queries, keys)`` or ``(batch, queries, keys)`` (e.g. the ``nn.Softmax`` of

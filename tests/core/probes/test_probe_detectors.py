@@ -4,9 +4,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from lightning_gradflow.core.alerting import AlertManager
-from lightning_gradflow.core.probes import ProbeConfig, ProbeDetectors, ProbeStats
+from lightning_gradflow.core.probes import (
+    ActivationProbes,
+    ProbeConfig,
+    ProbeDetectors,
+    ProbeStats,
+)
 
 
 def _relu(share: float, rows: int = 64) -> ProbeStats:
@@ -27,6 +34,27 @@ def test_condition_must_persist_for_patience_probe_steps():
     alert = detectors.update(7, 1, _relu(0.8))[0]
     assert (alert.step, alert.epoch, alert.layers, alert.value) == (7, 1, ("fc.act",), 0.8)
     assert alert.threshold == 0.5 and alert.severity == "warning"
+
+
+@pytest.mark.parametrize(
+    ("dead", "rows", "nan_rows", "fires"),
+    [(8, 16, 0, False), (9, 16, 0, True), (9, 15, 0, False), (9, 18, 2, True), (9, 18, 3, False)],
+)
+def test_dead_relu_boundaries_on_real_activations(dead, rows, nan_rows, fires):
+    """More than half of the units dead (8 of 16 is not), judged on at least 16 finite rows."""
+    layer = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+    with torch.no_grad():
+        layer[0].weight.zero_()
+        layer[0].bias.copy_(torch.tensor([-1.0] * dead + [1.0] * (16 - dead)))
+    x = torch.randn(rows, 4)
+    x[:nan_rows] = float("nan")
+    probes = ActivationProbes(layer)
+    with probes.attached():
+        layer(x)
+    stats = probes.collect()
+    assert stats.dead_relu == {"1": dead / 16} and stats.relu_rows == {"1": rows - nan_rows}
+    alerts = ProbeDetectors(ProbeConfig(patience=1)).update(0, 0, stats)
+    assert [a.kind for a in alerts] == (["dead_relu"] if fires else [])
 
 
 def test_state_dict_round_trip_keeps_streaks():

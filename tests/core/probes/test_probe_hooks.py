@@ -75,8 +75,9 @@ def test_hooks_exist_only_while_attached_even_after_an_error():
     probes = ActivationProbes(model)
     assert _hook_count(model) == 0
     probes.attach()
+    attached = _hook_count(model)
     probes.attach()  # no-op while attached
-    assert probes.is_attached and _hook_count(model) == len(probes.sites) + 1
+    assert probes.is_attached and _hook_count(model) == attached > len(probes.sites)
     probes.detach()
     probes.detach()
     assert not probes.is_attached and _hook_count(model) == 0
@@ -99,24 +100,103 @@ def test_no_host_sync_inside_the_hooks():
     assert sync == Counter(op for op in bare.ops if op in SYNC_OPS)
 
 
-def test_repeated_calls_are_separate_layers_in_forward_order():
-    class Shared(nn.Module):
+def test_repeated_calls_add_up_in_one_site():
+    """A layer applied a data-dependent number of times (adaptive depth) is one site: its rows
+    add up and a unit is alive if it fired on any call."""
+
+    class Looped(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.act = nn.ReLU()
-            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+            self.shift, self.act = nn.Linear(4, 4, bias=False), nn.ReLU()
+            with torch.no_grad():  # unit i+1 is positive where unit i was
+                self.shift.weight.copy_(torch.eye(4).roll(1, dims=0))
 
-        def forward(self, x):
-            return self.act(self.b(self.act(self.a(x))))
+        def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+            for _ in range(depth):
+                x = self.act(self.shift(x))
+            return x
 
-    model = Shared()
+    model = Looped()
     probes = ActivationProbes(model)
-    for _ in range(2):
+    x = torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(32, 1)
+    for depth, dead in [(1, 0.75), (3, 0.25), (2, 0.5)]:
         with probes.attached():
-            model(torch.randn(32, 4))
+            model(x, depth)
         stats = probes.collect()
-        assert list(stats.dead_relu) == ["act", "act#1"]
-        assert stats.relu_rows == {"act": 32, "act#1": 32}
+        assert stats.kinds == {"act": "relu"}
+        assert stats.dead_relu == {"act": dead} and stats.relu_rows == {"act": 32 * depth}
+
+
+CHANNELS_NEGATIVE_BIAS = torch.tensor([0.0, -100.0, -100.0, -100.0])
+
+
+def _biased(module: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        module.bias.copy_(CHANNELS_NEGATIVE_BIAS)
+    return module
+
+
+def _identity_conv(conv: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(4).reshape(conv.weight.shape))
+        conv.bias.zero_()
+    return conv
+
+
+PRODUCERS = {  # layers before the ReLU, input shape, dead share, rows
+    "conv1d": (lambda: [_biased(nn.Conv1d(4, 4, 3, padding=1))], (16, 4, 8), 0.75, 128),
+    "conv2d": (lambda: [_identity_conv(nn.Conv2d(4, 4, 1))], (16, 4, 3, 3), 0.75, 144),
+    "batchnorm1d": (lambda: [_biased(nn.BatchNorm1d(4))], (16, 4, 8), 0.75, 128),
+    "groupnorm": (lambda: [_biased(nn.GroupNorm(2, 4))], (16, 4, 8), 0.75, 128),
+    "instancenorm": (
+        lambda: [_biased(nn.InstanceNorm2d(4, affine=True))],
+        (16, 4, 3, 3),
+        0.75,
+        144,
+    ),
+    "conv_bn": (
+        lambda: [nn.Sequential(nn.Conv1d(4, 4, 1), _biased(nn.BatchNorm1d(4)))],
+        (16, 4, 8),
+        0.75,
+        128,
+    ),
+    "dropout": (
+        lambda: [_biased(nn.Conv1d(4, 4, 3, padding=1)), nn.Dropout(0.0)],
+        (16, 4, 8),
+        0.75,
+        128,
+    ),
+    "maxpool": (
+        lambda: [_identity_conv(nn.Conv1d(4, 4, 1)), nn.MaxPool1d(2)],
+        (16, 4, 8),
+        0.75,
+        64,
+    ),
+    "linear": (
+        lambda: [_identity_conv(nn.Conv2d(4, 4, 1)), nn.Linear(3, 3)],
+        (16, 4, 3, 3),
+        0.0,
+        192,
+    ),
+    "nothing": (lambda: [], (16, 4, 8), 0.0, 64),
+}
+
+
+@pytest.mark.parametrize("case", PRODUCERS)
+def test_unit_axis_follows_the_layer_before_the_relu(case):
+    """Channels after conv/norm/pooling layers, whatever the rank of the map; the last dim after
+    anything else (a Linear over the width of a 4-D map, or no layer at all)."""
+    layers, shape, dead, rows = PRODUCERS[case]
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers(), nn.ReLU())
+    x = torch.randn(shape).abs()
+    x[:, 1:] *= -1  # channels 1-3 of the input are negative
+    probes = ActivationProbes(model)
+    with probes.attached():
+        model(x)
+    stats = probes.collect()
+    name = str(len(model) - 1)
+    assert stats.dead_relu == {name: dead} and stats.relu_rows == {name: rows}
 
 
 def test_output_layer_is_recognised_through_a_view():
@@ -124,6 +204,52 @@ def test_output_layer_is_recognised_through_a_view():
     probes = ActivationProbes(model)
     _step(model, probes)
     assert probes.collect().output_layers == {"out.1"}
+
+
+class Head(nn.Module):
+    """Its own parameter, applied before its child sigmoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 1))
+        self.act = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x @ self.weight)
+
+
+OUTPUTS = {  # the network, its output layer
+    "final_sigmoid": (
+        lambda: nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1), nn.Sigmoid()),
+        {"net.3"},
+    ),
+    "hidden_sigmoid": (
+        lambda: nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 1)),
+        set(),
+    ),
+    "two_in_a_row": (lambda: nn.Sequential(nn.Linear(4, 1), nn.Sigmoid(), nn.Tanh()), {"net.2"}),
+    "own_parameter": (lambda: nn.Sequential(nn.Linear(4, 8), Head()), {"net.1.act"}),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUTS)
+def test_output_layer_is_the_last_site_with_no_parametrised_module_after_it(case):
+    """Found from the forward order, whichever module was called: here a submodule, followed
+    by a loss module that is part of the probed model."""
+    build, expected = OUTPUTS[case]
+
+    class Task(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.loss = build(), nn.BCEWithLogitsLoss()
+
+    torch.manual_seed(0)
+    task = Task()
+    probes = ActivationProbes(task)
+    for _ in range(2):
+        with probes.attached():
+            task.loss(task.net(torch.randn(16, 4)), torch.ones(16, 1))
+        assert probes.collect().output_layers == expected
 
 
 def test_histograms_add_up():

@@ -7,11 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gradflow.core.probes.activations import (
-    alive_units,
-    saturated_count,
-    unit_activity,
-)
+from lightning_gradflow.core.probes.activations import saturated_count, unit_counts, unit_dim
 from lightning_gradflow.core.probes.attention import (
     bind_arguments,
     entropy_sums,
@@ -116,14 +112,22 @@ def test_effective_rank_matches_numpy():
 
 def test_dead_units_per_feature_and_per_channel():
     x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]], [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
-    alive, rows = alive_units(x)  # (B, T, D): units are the last dim, rows B*T
-    assert alive.tolist() == [True, False, True] and rows == 4
-    assert unit_activity(x).tolist() == [2, 0, 1]
-    feature_map = torch.zeros(2, 3, 4, 4)
-    feature_map[1, 2, 3, 3] = 1.0
-    alive, rows = alive_units(feature_map)  # (N, C, H, W): units are the channels
-    assert alive.tolist() == [False, False, True] and rows == 32
-    assert unit_activity(feature_map).tolist() == [0, 0, 1]
+    active, rows = unit_counts(x, unit_dim(x, nn.Linear(2, 3)))  # units: last dim, rows B*T
+    assert active.tolist() == [2, 0, 1] and rows.tolist() == [4, 4, 4]
+    for producer, shape in [(nn.Conv1d(1, 3, 1), (2, 3, 16)), (nn.BatchNorm2d(3), (2, 3, 4, 4))]:
+        feature_map = torch.zeros(shape)
+        feature_map[(1, 2) + (0,) * (len(shape) - 2)] = 1.0
+        active, rows = unit_counts(feature_map, unit_dim(feature_map, producer))
+        assert active.tolist() == [0, 0, 1]
+        assert rows.tolist() == [32] * 3  # (N, C, L) and (N, C, H, W) alike: channels
+
+
+def test_non_finite_values_are_neither_dead_nor_alive():
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[0.0, nan, 1.0, inf], [nan, nan, 0.0, 0.0], [0.0, nan, 0.0, 0.0]])
+    active, rows = unit_counts(x, dim=1)
+    assert active.tolist() == [0, 0, 1, 0]  # NaN is not positive, inf is not counted alive
+    assert rows.tolist() == [2, 0, 3, 2]  # ... and neither counts as a row
 
 
 def test_saturation_tails():
