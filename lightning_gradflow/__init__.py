@@ -1,12 +1,24 @@
 """lightning_gradflow: see gradient flow while you train, and be warned when it goes wrong.
 
+Pick the adapter for your loop; the core imports no framework:
+
+- ``pytorch_lightning``: ``from lightning_gradflow import GradFlowMonitor``
+- ``lightning`` (``import lightning as L``): ``from lightning_gradflow.lightning import
+  GradFlowMonitor``
+- Lightning Fabric: ``from lightning_gradflow.fabric import FabricGradFlow``
+- a plain PyTorch loop: ``from lightning_gradflow.loop import GradFlow``
+
+``GradFlowMonitor`` is imported on first use, so ``import lightning_gradflow.core`` (or the
+engine, or the plain-loop adapter) never imports Lightning.
+
 Example:
     >>> from pytorch_lightning import Trainer
     >>> from lightning_gradflow import GradFlowMonitor
     >>> trainer = Trainer(callbacks=[GradFlowMonitor()], logger=False)
 """
 
-from lightning_gradflow.callbacks.gradflow_monitor import GradFlowMonitor
+from typing import Any
+
 from lightning_gradflow.core.alerting import AlertManager
 from lightning_gradflow.core.alerts import ALERT_KINDS, Alert, AlertKind, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
@@ -41,3 +53,11 @@ __all__ = [
     "register_probe",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GradFlowMonitor":  # imports pytorch_lightning: only when asked for
+        from lightning_gradflow.callbacks.gradflow_monitor import GradFlowMonitor
+
+        return GradFlowMonitor
+    raise AttributeError(f"module 'lightning_gradflow' has no attribute {name!r}")

@@ -50,3 +50,57 @@ def test_core_paths_work_with_optional_dependencies_blocked():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+CORE_SCRIPT = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import json, tempfile
+import torch
+from torch import nn
+import lightning_gradflow
+import lightning_gradflow.core
+from lightning_gradflow.engine import GradFlowEngine
+from lightning_gradflow.loop import GradFlow
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+log_dir = tempfile.mkdtemp()
+with GradFlow(model, log_dir=log_dir, log_every_n_steps=1, plot_every_n_steps=1) as monitor:
+    for step in range(4):
+        x = torch.randn(8, 4)
+        if step == 2:
+            x[0, 0] = float("nan")
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        monitor.step(optimizer, loss)
+        optimizer.zero_grad()
+[line] = open(log_dir + "/gradflow_alerts.jsonl").read().splitlines()
+assert json.loads(line)["step"] == 2, line
+try:
+    lightning_gradflow.GradFlowMonitor
+except ModuleNotFoundError as error:
+    assert "pytorch_lightning" in str(error), error
+else:
+    raise AssertionError("GradFlowMonitor imported without pytorch_lightning")
+print(sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r}))
+"""
+
+
+def test_core_engine_and_plain_loop_need_no_framework_or_backend():
+    blocked = (*BLOCKED, "pytorch_lightning", "lightning", "lightning_fabric", "matplotlib")
+    proc = subprocess.run(
+        [sys.executable, "-c", CORE_SCRIPT.format(blocked=blocked)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("[]")  # nothing of them was imported

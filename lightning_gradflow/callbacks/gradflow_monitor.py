@@ -14,21 +14,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.strategies import FSDPStrategy
 
 from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE, Framework, GradFlowHooks
-from lightning_gradflow.core.alerts import Action
-from lightning_gradflow.core.detectors import DetectorConfig
-from lightning_gradflow.core.histograms import LogBins
-from lightning_gradflow.core.layers import Granularity
-from lightning_gradflow.core.probes import ProbeConfig
-from lightning_gradflow.core.sinks import GradFlowWarning, Sink
-from lightning_gradflow.engine import GradFlowEngine
+from lightning_gradflow.core.sinks import GradFlowWarning
 
 __all__ = ["ALERTS_FILE", "GradFlowMonitor", "GradFlowWarning"]
 
@@ -90,45 +81,3 @@ class GradFlowMonitor(GradFlowHooks, Callback):
     """
 
     framework = Framework(TensorBoardLogger, WandbLogger, FSDPStrategy)
-
-    def __init__(
-        self,
-        log_every_n_steps: int | None = None,
-        histogram_every_n_steps: int | None = 500,
-        plot_every_n_steps: int | None = 500,
-        granularity: Granularity = "layer",
-        log_weight_norms: bool = True,
-        log_update_ratios: bool = True,
-        linear_histogram_bins: int | None = None,
-        histogram_bins: LogBins | Mapping[str, Any] | None = None,
-        sharded: bool | None = None,
-        detectors: DetectorConfig | Mapping[str, Any] | None = None,
-        disable: Sequence[str] = (),
-        on_alert: Action = "warn",
-        actions: Mapping[str, Action] | None = None,
-        check_every_n_steps: int | None = None,
-        probe_every_n_steps: int | None = 500,
-        probes: ProbeConfig | Mapping[str, Any] | None = None,
-        locate_nan_origin: bool = True,
-        sinks: Sequence[Sink] = (),
-    ) -> None:
-        self.engine = GradFlowEngine(
-            log_every_n_steps=log_every_n_steps,
-            histogram_every_n_steps=histogram_every_n_steps,
-            plot_every_n_steps=plot_every_n_steps,
-            granularity=granularity,
-            log_weight_norms=log_weight_norms,
-            log_update_ratios=log_update_ratios,
-            linear_histogram_bins=linear_histogram_bins,
-            histogram_bins=histogram_bins,
-            sharded=sharded,
-            detectors=detectors,
-            disable=disable,
-            on_alert=on_alert,
-            actions=actions,
-            check_every_n_steps=check_every_n_steps,
-            probe_every_n_steps=probe_every_n_steps,
-            probes=probes,
-            locate_nan_origin=locate_nan_origin,
-        )
-        self.extra_sinks = list(sinks)

@@ -10,12 +10,17 @@ calls, its loggers become sinks, and a ``"stop"`` becomes ``trainer.should_stop`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lightning_gradflow.core.alerts import Alert, GradientPathologyError
+from lightning_gradflow.core.alerts import Action, Alert, GradientPathologyError
+from lightning_gradflow.core.detectors import DetectorConfig
+from lightning_gradflow.core.histograms import LogBins
+from lightning_gradflow.core.layers import Granularity
+from lightning_gradflow.core.probes import ProbeConfig
 from lightning_gradflow.core.sinks import ConsoleSink, GradFlowWarning, Sink
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
 from lightning_gradflow.writers.alert_file import AlertFile, join
@@ -34,10 +39,53 @@ class Framework:
 
 
 class GradFlowHooks:
-    """Lightning hooks over a :class:`GradFlowEngine` (``self.engine``)."""
+    """Lightning hooks over a :class:`GradFlowEngine` (``self.engine``); the settings are the
+    engine's, plus ``sinks``: extra outputs beside the Trainer's loggers."""
 
     framework: Framework
     engine: GradFlowEngine
+
+    def __init__(
+        self,
+        log_every_n_steps: int | None = None,
+        histogram_every_n_steps: int | None = 500,
+        plot_every_n_steps: int | None = 500,
+        granularity: Granularity = "layer",
+        log_weight_norms: bool = True,
+        log_update_ratios: bool = True,
+        linear_histogram_bins: int | None = None,
+        histogram_bins: LogBins | Mapping[str, Any] | None = None,
+        sharded: bool | None = None,
+        detectors: DetectorConfig | Mapping[str, Any] | None = None,
+        disable: Sequence[str] = (),
+        on_alert: Action = "warn",
+        actions: Mapping[str, Action] | None = None,
+        check_every_n_steps: int | None = None,
+        probe_every_n_steps: int | None = 500,
+        probes: ProbeConfig | Mapping[str, Any] | None = None,
+        locate_nan_origin: bool = True,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
+        self.engine = GradFlowEngine(
+            log_every_n_steps=log_every_n_steps,
+            histogram_every_n_steps=histogram_every_n_steps,
+            plot_every_n_steps=plot_every_n_steps,
+            granularity=granularity,
+            log_weight_norms=log_weight_norms,
+            log_update_ratios=log_update_ratios,
+            linear_histogram_bins=linear_histogram_bins,
+            histogram_bins=histogram_bins,
+            sharded=sharded,
+            detectors=detectors,
+            disable=disable,
+            on_alert=on_alert,
+            actions=actions,
+            check_every_n_steps=check_every_n_steps,
+            probe_every_n_steps=probe_every_n_steps,
+            probes=probes,
+            locate_nan_origin=locate_nan_origin,
+        )
+        self.extra_sinks = list(sinks)
 
     def __getattr__(self, name: str) -> Any:
         """The settings (``log_every_n_steps``, ``detector_config``, ...) live on the engine."""
