@@ -97,6 +97,15 @@ class GradFlow:
         """See :meth:`~lightning_gradflow.engine.GradFlowEngine.gradient_summary`."""
         return self.engine.gradient_summary()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Detector windows, alert counts, clocks and the run summary, for your checkpoint."""
+        return {**self.engine.state_dict(), "global_step": self.global_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (call before the first step)."""
+        self.engine.load_state_dict(state)
+        self.global_step = int(state["global_step"])
+
     def before_step(
         self,
         optimizer: torch.optim.Optimizer,

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from lightning_gradflow.core.validation import check_choice
 
 Severity = Literal["warning", "critical"]
-SEVERITIES: tuple[str, ...] = ("warning", "critical")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 Action = Literal["warn", "stop", "raise"]
-ACTIONS: tuple[str, ...] = ("warn", "stop", "raise")
+ACTIONS: tuple[str, ...] = get_args(Action)
 
 
 class AlertKind(str, Enum):
@@ -81,10 +83,8 @@ class Alert:
     details: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ALERT_KINDS:
-            raise ValueError(f"kind={self.kind!r} is not one of {ALERT_KINDS}")
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity={self.severity!r} is not one of {SEVERITIES}")
+        check_choice("kind", self.kind, ALERT_KINDS)
+        check_choice("severity", self.severity, SEVERITIES)
 
     def format(self) -> str:
         """A single line for the console and text logs."""

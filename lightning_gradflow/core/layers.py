@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
+from lightning_gradflow.core.validation import check_choice
+
 Granularity = Literal["layer", "block"]
-GRANULARITIES: tuple[str, ...] = ("layer", "block")
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 _CONTAINERS = (nn.ModuleList, nn.Sequential)
 
 
@@ -54,17 +56,19 @@ class Layer:
 class ForwardOrderRecorder:
     """Context manager recording the order in which modules are first entered.
 
-    Forward pre-hooks are attached on enter and removed on exit (or on :meth:`remove`), so the
-    recorder costs nothing once the first forward pass is seen.
+        Forward pre-hooks are attached on enter and removed on exit (or on :meth:`remove`), so the
+        recorder costs nothing once the first forward pass is seen.
 
-    Example:
-        >>> from torch import nn
-        >>> import torch
-        >>> m = nn.Sequential(nn.Linear(2, 2))
-        >>> with ForwardOrderRecorder(m) as rec:
-        ...     _ = m(torch.ones(1, 2))
-        >>> rec.order
-        ['', '0']
+        Example:
+            >>> from torch import nn
+
+    from lightning_gradflow.core.validation import check_choice
+            >>> import torch
+            >>> m = nn.Sequential(nn.Linear(2, 2))
+            >>> with ForwardOrderRecorder(m) as rec:
+            ...     _ = m(torch.ones(1, 2))
+            >>> rec.order
+            ['', '0']
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -136,28 +140,29 @@ def group_parameters(
 ) -> list[Layer]:
     """Group a model's parameters into layers sorted by depth.
 
-    Args:
-        model: the model.
-        forward_order: module names in first-entered order (from :class:`ForwardOrderRecorder`);
-            ``None`` or empty means registration order.
-        granularity: ``"layer"`` (one group per owning module) or ``"block"`` (one group per
-            element of the outermost ``nn.ModuleList``/``nn.Sequential``, for very deep models).
-        include: only these parameters (e.g. the trainable ones); default all.
+        Args:
+            model: the model.
+            forward_order: module names in first-entered order (from :class:`ForwardOrderRecorder`);
+                ``None`` or empty means registration order.
+            granularity: ``"layer"`` (one group per owning module) or ``"block"`` (one group per
+                element of the outermost ``nn.ModuleList``/``nn.Sequential``, for very deep models).
+            include: only these parameters (e.g. the trainable ones); default all.
 
-    Returns:
-        Layers in depth order; empty if the model has no (included) parameters.
+        Returns:
+            Layers in depth order; empty if the model has no (included) parameters.
 
-    Raises:
-        ValueError: for an unknown granularity.
+        Raises:
+            ValueError: for an unknown granularity.
 
-    Example:
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
-        >>> [(l.name, l.param_names) for l in group_parameters(net)]
-        [('0', ('0.weight', '0.bias')), ('1', ('1.weight', '1.bias'))]
+        Example:
+            >>> from torch import nn
+
+    from lightning_gradflow.core.validation import check_choice
+            >>> net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+            >>> [(l.name, l.param_names) for l in group_parameters(net)]
+            [('0', ('0.weight', '0.bias')), ('1', ('1.weight', '1.bias'))]
     """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity={granularity!r} is not one of {GRANULARITIES}")
+    check_choice("granularity", granularity, GRANULARITIES)
     wanted = None if include is None else {id(p) for p in include}
     first_seen = {name: i for i, name in enumerate(forward_order or ())}
     registration = {name: i for i, (name, _) in enumerate(model.named_modules())}

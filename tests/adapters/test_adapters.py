@@ -189,3 +189,35 @@ def test_lightning_ddp_ranks_act_together_and_rank_zero_writes(tmp_path, action)
     events = _events(log_dir)
     assert [e.step for e in events.Histograms("grad_hist/net.0")] == [0, 5]
     assert "probe/saturation/net.1" in events.Tags()["scalars"]
+
+
+def test_plain_loop_resume_continues_the_streak_and_counts(tmp_path):
+    """A checkpointed GradFlow resumes mid-run with the same alerts as an unbroken run."""
+
+    def run(stop_at: int | None, state=None):
+        torch.manual_seed(0)
+        model = nn.Module()
+        model.net = _net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        monitor = GradFlow(model, log_every_n_steps=1, probe_every_n_steps=None)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            monitor.load_state_dict(state["monitor"])
+        for step, (x, y) in enumerate(nan_loader(NAN_STEP, n=256)):
+            if step < monitor.global_step:
+                continue
+            if step == 8 or step == stop_at:
+                break
+            loss = nn.functional.mse_loss(model.net(x), y)
+            loss.backward()
+            monitor.step(optimizer, loss)
+            optimizer.zero_grad()
+        monitor.close()
+        return monitor, {"model": model.state_dict(), "monitor": monitor.state_dict()}
+
+    whole, _ = run(None)
+    _, state = run(5)
+    resumed, _ = run(None, state)
+    assert [(a.kind, a.step) for a in resumed.alerts] == [(a.kind, a.step) for a in whole.alerts]
+    assert resumed.engine.alert_counts == whole.engine.alert_counts == {"nonfinite": 5}
+    assert resumed.gradient_summary()["nonfinite_grad_steps"] == 5

@@ -80,5 +80,5 @@ def test_model_without_parameters():
 
 
 def test_unknown_granularity():
-    with pytest.raises(ValueError, match="granularity='module' is not one of"):
+    with pytest.raises(ValueError, match="granularity='module' is not allowed: expected one of"):
         group_parameters(nn.Linear(1, 1), granularity="module")

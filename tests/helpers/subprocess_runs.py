@@ -24,7 +24,7 @@ def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-12000:]
     return proc
 
 

@@ -35,7 +35,9 @@ def test_multirun_over_every_model_writes_under_the_sweep_dir(tmp_path, cwd):
     assert all(rows[i]["qlike"] and rows[i]["grad_ratio"] for i in range(len(MODELS)))
     table = (sweep / "comparison.md").read_text()
     assert "| model=transformer_prenorm |" in table and "| baseline: har |" in table
-    assert "| run | seeds | qlike | ratio_har |" in proc.stdout  # printed at the end of the multirun
+    assert (
+        "| run | seeds | qlike | ratio_har |" in proc.stdout
+    )  # printed at the end of the multirun
 
 
 def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):

@@ -40,14 +40,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
 from lightning_gradflow.core.validation import fail
 
 ProbeKind = Literal["relu", "sigmoid", "tanh", "attention", "block"]
-PROBE_KINDS: tuple[str, ...] = ("relu", "sigmoid", "tanh", "attention", "block")
+PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
 ATTRIBUTE = "gradflow_probe"
 
 _DEFAULTS: tuple[tuple[type[nn.Module], str], ...] = (
