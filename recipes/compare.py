@@ -202,7 +202,7 @@ def write_comparison(sweep_dir: str | Path) -> str:
 
     Safe to call from several jobs at once (each file is replaced atomically).
     """
-    from lightning_gradflow.volatility import format_table  # here: the CLI stays light
+    from recipes.volatility import format_table  # here: the CLI stays light
 
     sweep_dir = Path(sweep_dir)
     records = collect(sweep_dir)

@@ -8,7 +8,7 @@ Only global rank zero writes them. In a multirun the sweep directory also gets
 ``comparison.md`` / ``comparison.csv`` (see :mod:`recipes.compare`).
 
 Usage:
-    python -m recipes.train model=transformer_prenorm
+    python -m recipes.train model=transformer_prenorm   (or: python recipes/train.py ...)
     python -m recipes.train trainer=ddp trainer.devices=4
     python -m recipes.train -m experiment=compare_architectures
 """
@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # `python recipes/train.py`: make the `recipes` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -134,9 +138,9 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
     """Expanding-window evaluation: one fit per test year, pooled like one long test split.
 
     Each year runs in ``<output_dir>/origin_<year>`` with ``data.train_end/val_end/test_end``
-    from :func:`~lightning_gradflow.volatility.rolling.rolling_origins` (single device).
+    from :func:`~recipes.volatility.rolling.rolling_origins` (single device).
     """
-    from lightning_gradflow.volatility.rolling import YearResult, pool, rolling_origins
+    from recipes.volatility.rolling import YearResult, pool, rolling_origins
 
     output_dir = Path(cfg.paths.output_dir)
     origins = rolling_origins(cfg.rolling.test_years, cfg.rolling.get("val_years", 1))
@@ -213,8 +217,8 @@ def _score(
     """Test metrics, baselines on the same split, alerts and the gradient summary; and the
     test split's ``Evaluation`` (every forecast and the realised proxy)."""
     from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE
-    from lightning_gradflow.volatility import Forecast, evaluate_split, significance
     from recipes.callbacks import SUMMARY_FILE
+    from recipes.volatility import Forecast, evaluate_split, significance
 
     info = _run_info(cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -327,7 +331,7 @@ def _single_device_trainer(cfg: DictConfig) -> Any:
 
 def _report(metrics: Mapping[str, Any]) -> str:
     """The end-of-run printout: the model against the baselines, then gradient health."""
-    from lightning_gradflow.volatility import format_table
+    from recipes.volatility import format_table
 
     run = metrics["run"]
     rows = list(metrics["baselines"])

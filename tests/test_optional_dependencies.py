@@ -22,7 +22,7 @@ import csv, tempfile, warnings
 from pytorch_lightning.loggers import CSVLogger
 import lightning_gradflow
 from lightning_gradflow import GradFlowMonitor
-from lightning_gradflow.volatility import VolatilityDataModule, build_model
+from recipes.volatility import VolatilityDataModule, build_model
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 root = tempfile.mkdtemp()
 monitor = GradFlowMonitor(log_every_n_steps=1, plot_every_n_steps=1, histogram_every_n_steps=1)

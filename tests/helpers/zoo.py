@@ -1,6 +1,6 @@
 """The alert zoo: short real training runs, pathological and healthy, on simulated volatility data.
 
-Each case trains a model from ``lightning_gradflow.volatility`` on the seeded GARCH(1,1)
+Each case trains a model from ``recipes.volatility`` on the seeded GARCH(1,1)
 simulator (no download, no ``arch``) with a GradFlowMonitor that checks every step, and records
 which alert kinds fired, when, and the first non-finite loss.
 
@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_gradflow import GradFlowMonitor
-from lightning_gradflow.volatility import VolatilityDataModule, VolatilityForecaster, build_model
+from recipes.volatility import VolatilityDataModule, VolatilityForecaster, build_model
 
 
 class LossRecorder(pl.Callback):

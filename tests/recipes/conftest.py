@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import recipes  # noqa: F401  (registers the gf.* resolvers)
+import recipes.resolvers  # noqa: F401  (registers the gf.* resolvers)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "conf"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_gradflow.volatility import BASELINES
+from recipes.volatility import BASELINES
 from tests.recipes.conftest import MODELS, TINY, check, read_json, run_cli
 
 

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lightning_gradflow import DetectorConfig, GradFlowMonitor, LogBins, ProbeConfig
-from lightning_gradflow.volatility import VolatilityDataModule, VolatilityForecaster
 from recipes.train import instantiate_group
+from recipes.volatility import VolatilityDataModule, VolatilityForecaster
 from tests.recipes.conftest import CONFIG_DIR, MODELS, composed
 
 GROUPS = ("data", "model", "forecaster", "trainer", "logger", "callbacks", "experiment", "paths")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.sources import OHLC
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.sources import OHLC
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_gradflow.volatility.baselines import (
+from recipes.volatility.baselines import (
     BASELINES,
     Forecast,
     baseline_forecasts,
@@ -19,8 +19,8 @@ from lightning_gradflow.volatility.baselines import (
     lhar,
     log_har,
 )
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.metrics import qlike
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.metrics import qlike
 
 
 def fit_and_test(dm: VolatilityDataModule) -> tuple[np.ndarray, np.ndarray]:

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_gradflow.volatility import data as data_module
-from lightning_gradflow.volatility.baselines import (
+from recipes.volatility import data as data_module
+from recipes.volatility.baselines import (
     BASELINES,
     FIT_SPLITS,
     baseline_forecasts,
     split_origins,
 )
-from lightning_gradflow.volatility.data import FEATURES, VolatilityDataModule, WindowDataset
-from lightning_gradflow.volatility.sources import OHLC
+from recipes.volatility.data import FEATURES, VolatilityDataModule, WindowDataset
+from recipes.volatility.sources import OHLC
 
 Stamped = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (dates, values with dates on axis 0)
 # the training, validation and test periods of the default split
@@ -187,7 +187,7 @@ def test_control_full_sample_scaler_fails(sp500_ohlc, monkeypatch) -> None:
 
 def test_control_baseline_reading_tomorrow_fails(sp500_ohlc, monkeypatch) -> None:
     """The ``yesterday`` floor fed tomorrow's proxy instead of today's."""
-    import lightning_gradflow.volatility.baselines as baselines
+    import recipes.volatility.baselines as baselines
 
     original = baselines.baseline_forecasts
 

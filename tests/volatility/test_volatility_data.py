@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_gradflow.volatility.data import VolatilityDataModule, log_targets
-from lightning_gradflow.volatility.sources import (
+from recipes.volatility.data import VolatilityDataModule, log_targets
+from recipes.volatility.sources import (
     OHLC,
     VARIANCE_FLOOR,
     daily_series,

@@ -10,9 +10,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.forecaster import VolatilityForecaster, qlike_loss
-from lightning_gradflow.volatility.models import LSTM, MLP, Transformer
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.forecaster import VolatilityForecaster, qlike_loss
+from recipes.volatility.models import LSTM, MLP, Transformer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.models import MLP, ResidualMLP
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.models import MLP, ResidualMLP
 
 
 def first_last_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

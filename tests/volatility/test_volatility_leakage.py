@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.sources import OHLC
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.sources import OHLC
 
 
 @dataclass

@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-from lightning_gradflow.volatility.metrics import (
+from recipes.volatility.metrics import (
     evaluate_forecast,
     mincer_zarnowitz_r2,
     mse_log,
@@ -55,6 +55,6 @@ def test_bad_inputs(y: list, f: list) -> None:
     ["_optional", "sources", "data", "models", "metrics", "baselines", "forecaster", "__init__"],
 )
 def test_docstring_examples(module: str) -> None:
-    name = "lightning_gradflow.volatility" + ("" if module == "__init__" else f".{module}")
+    name = "recipes.volatility" + ("" if module == "__init__" else f".{module}")
     result = doctest.testmod(importlib.import_module(name))
     assert result.failed == 0

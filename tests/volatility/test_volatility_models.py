@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gradflow.volatility.models import (
+from recipes.volatility.models import (
     ACTIVATIONS,
     INITS,
     MLP,

@@ -8,16 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from lightning_gradflow.volatility.baselines import garch
-from lightning_gradflow.volatility.sources import load_ohlc
+from recipes.volatility.baselines import garch
+from recipes.volatility.sources import load_ohlc
+from tests.helpers.subprocess_runs import ROOT
 
 
 def test_import_does_not_pull_optional_dependencies() -> None:
     code = (
-        "import sys, lightning_gradflow.volatility; "
+        "import sys, recipes.volatility; "
         "print(sorted(m for m in ('arch', 'pandas', 'hydra') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == "[]"
 
 

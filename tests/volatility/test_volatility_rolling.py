@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_gradflow.volatility.baselines import Forecast, evaluate_split
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.metrics import qlike
-from lightning_gradflow.volatility.rolling import YearResult, pool, rolling_origins
-from lightning_gradflow.volatility.sources import OHLC
+from recipes.volatility.baselines import Forecast, evaluate_split
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.metrics import qlike
+from recipes.volatility.rolling import YearResult, pool, rolling_origins
+from recipes.volatility.sources import OHLC
 from tests.volatility.test_volatility_causality import perturb
 
 

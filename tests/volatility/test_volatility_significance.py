@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_gradflow.volatility.significance import (
+from recipes.volatility.significance import (
     diebold_mariano,
     model_confidence_set,
     newey_west_bandwidth,

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lightning_gradflow.volatility.baselines import Forecast, evaluate_forecasts
-from lightning_gradflow.volatility.significance import significance
+from recipes.volatility.baselines import Forecast, evaluate_forecasts
+from recipes.volatility.significance import significance
 
 
 class RollingOrigin(NamedTuple):

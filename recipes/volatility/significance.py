@@ -1,6 +1,6 @@
 """Is a forecast significantly better? Diebold–Mariano with Newey–West variance, and the MCS.
 
-Both work on per-observation losses (QLIKE, :func:`~lightning_gradflow.volatility.metrics.
+Both work on per-observation losses (QLIKE, :func:`~recipes.volatility.metrics.
 qlike_losses`) of forecasts of the same targets. ``arch`` (the ``recipes`` extra) provides the
 Bartlett long-run variance and the Model Confidence Set (Hansen, Lunde & Nason 2011).
 
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lightning_gradflow.volatility._optional import require
-from lightning_gradflow.volatility.metrics import qlike_losses
+from recipes.volatility._optional import require
+from recipes.volatility.metrics import qlike_losses
 
 
 class DMResult(NamedTuple):

@@ -1,7 +1,7 @@
 """Lightning wrapper that trains any forecasting network and scores it like the baselines.
 
 Example:
-    >>> from lightning_gradflow.volatility.models import LSTM
+    >>> from recipes.volatility.models import LSTM
     >>> forecaster = VolatilityForecaster(LSTM(3, hidden=8), optimizer="adamw", lr=3e-3)
     >>> forecaster.hparams.optimizer
     'adamw'
@@ -16,10 +16,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lightning_gradflow.core.validation import check_choice
-from lightning_gradflow.volatility.baselines import FIT_SPLITS, har, split_origins
-from lightning_gradflow.volatility.data import VolatilityDataModule
-from lightning_gradflow.volatility.metrics import evaluate_forecast, qlike
+from recipes.volatility.baselines import FIT_SPLITS, har, split_origins
+from recipes.volatility.data import VolatilityDataModule
+from recipes.volatility.metrics import evaluate_forecast, qlike
+from recipes.volatility.validation import check_choice
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")

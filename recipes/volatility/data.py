@@ -25,9 +25,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_gradflow.core.validation import check_choice, fail
-from lightning_gradflow.volatility.baselines import trailing_mean
-from lightning_gradflow.volatility.sources import (
+from recipes.volatility.baselines import trailing_mean
+from recipes.volatility.sources import (
     OHLC,
     SOURCES,
     VARIANCE_FLOOR,
@@ -35,6 +34,7 @@ from lightning_gradflow.volatility.sources import (
     daily_series,
     load_ohlc,
 )
+from recipes.volatility.validation import check_choice, fail
 
 FEATURES = ("return", "log_parkinson", "log_garman_klass")
 TARGETS = ("parkinson", "parkinson_gap")
@@ -107,7 +107,7 @@ class VolatilityDataModule(pl.LightningDataModule):
         target: the variance proxy forecast (and fed to the HAR-type baselines): ``parkinson``
             (High/Low) or ``parkinson_gap`` (the range widened to the previous Close; the same
             definition on every day of the S&P 500 file, whose early Open is the previous
-            Close; see :func:`~lightning_gradflow.volatility.sources.daily_series`).
+            Close; see :func:`~recipes.volatility.sources.daily_series`).
         test_end: last target date of the test split (``None``: the end of the data); the
             rolling-origin evaluation tests one year at a time.
         scale_target: z-score the log target with training statistics (see ``target_affine``).

@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lightning_gradflow.volatility._optional import require
-from lightning_gradflow.volatility.metrics import evaluate_forecast
-from lightning_gradflow.volatility.sources import VARIANCE_FLOOR
+from recipes.volatility._optional import require
+from recipes.volatility.metrics import evaluate_forecast
+from recipes.volatility.sources import VARIANCE_FLOOR
 
 BASELINES = (
     "har",

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.core.validation import check_choice
-from lightning_gradflow.volatility._optional import require
+from recipes.volatility._optional import require
+from recipes.volatility.validation import check_choice
 
 SOURCES = ("sp500", "nasdaq", "garch_sim")
 OHLC_COLUMNS = ("Open", "High", "Low", "Close")

@@ -4,12 +4,12 @@ Imports without Hydra; ``arch`` and ``pandas`` (the ``recipes`` extra) are neede
 S&P 500 / NASDAQ data and to fit GARCH.
 
 Example:
-    >>> from lightning_gradflow.volatility import VolatilityDataModule, build_model
+    >>> from recipes.volatility import VolatilityDataModule, build_model
     >>> dm = VolatilityDataModule("garch_sim")
     >>> model = build_model("transformer", input_dim=dm.num_features, window=dm.window)
 """
 
-from lightning_gradflow.volatility.baselines import (
+from recipes.volatility.baselines import (
     BASELINES,
     Evaluation,
     Forecast,
@@ -25,15 +25,15 @@ from lightning_gradflow.volatility.baselines import (
     lhar,
     log_har,
 )
-from lightning_gradflow.volatility.data import FEATURES, ScalerStats, VolatilityDataModule
-from lightning_gradflow.volatility.forecaster import VolatilityForecaster
-from lightning_gradflow.volatility.metrics import (
+from recipes.volatility.data import FEATURES, ScalerStats, VolatilityDataModule
+from recipes.volatility.forecaster import VolatilityForecaster
+from recipes.volatility.metrics import (
     evaluate_forecast,
     mincer_zarnowitz_r2,
     mse_log,
     qlike,
 )
-from lightning_gradflow.volatility.models import (
+from recipes.volatility.models import (
     LSTM,
     MLP,
     MODELS,
@@ -42,13 +42,13 @@ from lightning_gradflow.volatility.models import (
     VanillaRNN,
     build_model,
 )
-from lightning_gradflow.volatility.significance import (
+from recipes.volatility.significance import (
     DMResult,
     diebold_mariano,
     model_confidence_set,
     significance,
 )
-from lightning_gradflow.volatility.sources import (
+from recipes.volatility.sources import (
     OHLC,
     SOURCES,
     DailySeries,
