@@ -2,13 +2,15 @@
 
 Each configuration is one row: QLIKE, ratio to HAR and to LHAR, the Diebold–Mariano t (QLIKE,
 Newey–West) against HAR, log-HAR and LHAR (negative: the network is better), the share of seeds
-whose network is in the Model Confidence Set (``arch.bootstrap.MCS`` at 10%, over the network
-and every baseline), MSE of log variance, Mincer–Zarnowitz R², alerts by kind, the
-first/last-layer gradient-norm ratio and γ, the largest raw and applied gradient norms and the
-wall time; the baselines on the same test split follow (once per data set). A configuration is
-labelled by the overrides that differ between the runs (``model=lstm``, ``model.depth=20`` ...)
-except ``seed=``: runs that differ only in their seed form one row, ``mean ± sd`` over the seeds
-(``seeds`` says how many; sd with ``n - 1``). Rolling-origin runs report pooled test losses.
+whose network is in the Model Confidence Set (``arch.bootstrap.MCS`` at 10%, over the network and
+every baseline), the SPA p-value (``arch.bootstrap.SPA``, consistent; the network is the benchmark
+and the baselines the alternatives: a small p-value means a baseline beats it), MSE of log variance,
+Mincer–Zarnowitz R², alerts by kind, the first/last-layer gradient-norm ratio and γ, the largest raw
+and applied gradient norms and the wall time; the baselines on the same test split follow (once per
+data set). A configuration is labelled by the overrides that differ between the runs
+(``model=lstm``, ``model.depth=20`` ...) except ``seed=``: runs that differ only in their seed form
+one row, ``mean ± sd`` over the seeds (``seeds`` says how many; sd with ``n - 1``). Rolling-origin
+runs report pooled test losses.
 
 Usage:
     python -m recipes.compare <sweep dir>     # writes comparison.md / comparison.csv there
@@ -46,6 +48,7 @@ COLUMNS = (
     "dm_log_har",
     "dm_lhar",
     "in_mcs",
+    "spa_p",
     "mse_log",
     "mz_r2",
     "alerts",
@@ -159,6 +162,7 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
                 "dm_log_har": col("dm_t_log_har", digits=2),
                 "dm_lhar": col("dm_t_lhar", digits=2),
                 "in_mcs": _share([t.get("in_mcs") for t in tests]),
+                "spa_p": col("spa_pvalue"),
                 "mse_log": col("mse_log"),
                 "mz_r2": col("mz_r2"),
                 "alerts": _alerts(alerts),

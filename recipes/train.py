@@ -173,6 +173,7 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
             **{f"dm_t_{ref}": d["t"] for ref, d in dm.items()},
             "in_mcs": pooled["significance"]["mcs"][model]["in_mcs"],
             "mcs_pvalue": pooled["significance"]["mcs"][model]["pvalue"],
+            **_spa_metrics(pooled["significance"], model),
         }
     mcs = pooled["significance"]["mcs"]
     last = records[-1]
@@ -251,6 +252,7 @@ def _score(
             {f"dm_t_{ref}": dm["t"] for ref, dm in tests["dm"][name].items()},
             in_mcs=tests["mcs"][name]["in_mcs"],
             mcs_pvalue=tests["mcs"][name]["pvalue"],
+            **_spa_metrics(tests, name),
         )
 
     summary_path = output_dir / SUMMARY_FILE
@@ -277,6 +279,15 @@ def _score(
         },
     }
     return metrics, evaluation
+
+
+def _spa_metrics(tests: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The SPA test with the network as the benchmark and the baselines as the alternatives:
+    ``spa_pvalue`` (consistent; small: some baseline beats the network) and ``spa_beaten_by``."""
+    spa = (tests.get("spa") or {}).get(model)
+    if not spa:
+        return {}
+    return {"spa_pvalue": spa["pvalue"], "spa_beaten_by": spa["better"]}
 
 
 def _test(
@@ -340,7 +351,12 @@ def _report(metrics: Mapping[str, Any]) -> str:
             **test,
         }
         rows.insert(0, model_row)
-    lines = [f"\nTest split ({run.get('data')}), {run['output_dir']}"]
+    if metrics.get("per_year"):  # rolling origin: the table holds the pooled test years
+        years = run["rolling"]
+        what = f"Pooled test years {years[0]}-{years[-1]}, {len(years)} re-estimations,"
+    else:
+        what = "Test split"
+    lines = [f"\n{what} ({run.get('data')}), {run['output_dir']}"]
     if metrics["test_error"]:
         lines.append(f"model not scored: {metrics['test_error']}")
     columns = ["model", "qlike", "ratio_har", "ratio_lhar", "mse_log", "mz_r2"]
@@ -353,6 +369,13 @@ def _report(metrics: Mapping[str, Any]) -> str:
         lines.append(
             f"Diebold–Mariano (QLIKE, Newey–West, {dm['bandwidth']} lags) vs {ref}: "
             f"t = {dm['t']:.2f}, p = {dm['pvalue']:.3f}"
+        )
+    spa = metrics["test"].get("spa_pvalue")
+    if spa is not None:
+        beaten = ", ".join(metrics["test"]["spa_beaten_by"]) or "none at 10%"
+        lines.append(
+            f"SPA (QLIKE; benchmark {run.get('model')}, alternatives: the baselines): "
+            f"p = {spa:.3f} (consistent); beaten by: {beaten}"
         )
     if metrics.get("per_year"):
         lines.append(f"pooled over test years {run['rolling'][0]}..{run['rolling'][-1]}; per year:")

@@ -53,6 +53,11 @@ def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
     assert set(dm) == {"har", "log_har", "lhar"} and all(d["bandwidth"] == 6 for d in dm.values())
     assert set(metrics["significance"]["mcs"]) == {"lstm", *BASELINES}
     assert metrics["test"]["dm_t_lhar"] == dm["lhar"]["t"] and "in_mcs" in metrics["test"]
+    spa = metrics["significance"]["spa"]["lstm"]  # the network against every baseline
+    assert 0 <= spa["pvalue_lower"] <= spa["pvalue"] <= spa["pvalue_upper"] <= 1
+    assert set(spa["better"]) <= set(BASELINES)
+    assert metrics["test"]["spa_pvalue"] == spa["pvalue"]
+    assert metrics["test"]["spa_beaten_by"] == spa["better"]
 
 
 def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):

@@ -111,8 +111,12 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
         "logger=csv",
         f"hydra.sweep.dir={sweep}",
     ]
-    check(run_cli(args, cwd))
+    proc = run_cli(args, cwd)
+    check(proc)
     assert list(cwd.iterdir()) == []
+    # the printout says the numbers are pooled over the test years, not one test split
+    assert proc.stdout.count("Pooled test years 2017-2018, 2 re-estimations") == 4
+    assert "Test split" not in proc.stdout
     runs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
     assert len(runs) == 4
     for path in runs:
@@ -129,6 +133,7 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
         test = metrics["test"]
         assert test["qlike"] > 0 and {"dm_t_har", "dm_t_log_har", "dm_t_lhar"} <= set(test)
         model = metrics["run"]["model"]
+        assert test["spa_pvalue"] == metrics["significance"]["spa"][model]["pvalue"]
         assert set(metrics["significance"]["mcs"]) == {model, *pooled}
     rows = {r["run"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}
     assert rows["model=lstm"]["seeds"] == "2" and " ± " in rows["model=lstm"]["ratio_har"]
