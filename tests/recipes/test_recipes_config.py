@@ -195,6 +195,13 @@ def test_unknown_option_names_the_choices(override, message):
         ("model.depth=-1", "model", "depth=-1 is not allowed; need > 0"),
         ("data.source=nope", "data", "source='nope' is not allowed"),
         ("forecaster.optimizer=lbfgs", "forecaster", "optimizer='lbfgs' is not allowed"),
+        ("forecaster.lr=abc", "forecaster", "lr='abc' is not allowed: expected a positive number"),
+        ("forecaster.lr=0", "forecaster", "lr=0 is not allowed: expected a positive number"),
+        (
+            "forecaster.weight_decay=-1",
+            "forecaster",
+            "weight_decay=-1 is not allowed: expected a non-negative number",
+        ),
     ],
 )
 def test_bad_value_fails_with_our_message(override, node, message):
