@@ -82,7 +82,9 @@ def test_config_group_composes_and_instantiates(group, name, tmp_path):
         _instantiate(group, cfg, out)
 
 
-@pytest.mark.parametrize("name", ["compare_architectures", "vanishing_depth", "exploding_rnn"])
+@pytest.mark.parametrize(
+    "name", ["compare_architectures", "vanishing_depth", "exploding_rnn", "rnn_vs_lstm"]
+)
 def test_experiments_sweep_and_pick_the_multirun_strategy(name, tmp_path):
     overrides = [f"experiment={name}", f"paths.output_dir={tmp_path}"]
     with composed(overrides, return_hydra_config=True) as cfg:
