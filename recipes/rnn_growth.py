@@ -67,15 +67,20 @@ TRAINED_COLUMNS = (
 )
 
 
-def input_windows(data: str, length: int, count: int = 256) -> Any:
+def input_windows(data: str | Any, length: int, count: int = 256) -> Any:
     """``count`` training-split input windows of ``length`` days (z-scored with training
-    statistics), evenly spread over the training period, as a ``(count, length, 3)`` tensor."""
+    statistics), evenly spread over the training period, as a ``(count, length, features)``
+    tensor. ``data``: a source name (default settings) or a data config to instantiate."""
     import numpy as np
     import torch
+    from hydra.utils import instantiate
 
     from lightning_gradflow.volatility import VolatilityDataModule
 
-    dm = VolatilityDataModule(data, window=length, shuffle=False)
+    if isinstance(data, str):
+        dm = VolatilityDataModule(data, window=length, shuffle=False)
+    else:
+        dm = instantiate(data, window=length, shuffle=False, _convert_="all")
     dm.setup()
     dataset = dm.dataloader("train").dataset
     index = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
@@ -186,7 +191,10 @@ def _trained_model(job: Path, metrics: dict[str, Any]) -> tuple[Any, Any]:
     checkpoint = metrics["training"].get("best_checkpoint")
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        model.load_state_dict({k[len("model.") :]: v for k, v in state.items()})
+        prefix = "model."  # the forecaster's network; its own buffers (target_loc ...) stay
+        model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
     return cfg, model
 
 
@@ -209,8 +217,8 @@ def measure_sweep(
         if not isinstance(model, VanillaRNN | LSTM):
             continue
         data = str(cfg.data.source)
-        if data not in windows:
-            windows[data] = input_windows(data, max(lengths), count)
+        if data not in windows:  # the job's own data settings, longer windows
+            windows[data] = input_windows(cfg.data, max(lengths), count)
         growth = gradient_growth(model, windows[data], lengths)
         out.append(
             {
