@@ -102,6 +102,15 @@ class RunSummary(Callback):
         return out
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """A fit that dies (e.g. ``on_alert=raise``) still leaves its summary so far."""
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
         summary = self.summary(trainer)  # no collectives inside: safe on every rank
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)

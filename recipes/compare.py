@@ -2,13 +2,15 @@
 
 Each configuration is one row: QLIKE, ratio to HAR and to LHAR, the Diebold–Mariano t (QLIKE,
 Newey–West) against HAR, log-HAR and LHAR (negative: the network is better), the share of seeds
-whose network is in the Model Confidence Set (``arch.bootstrap.MCS`` at 10%, over the network
-and every baseline), MSE of log variance, Mincer–Zarnowitz R², alerts by kind, the
-first/last-layer gradient-norm ratio and γ, the largest raw and applied gradient norms and the
-wall time; the baselines on the same test split follow (once per data set). A configuration is
-labelled by the overrides that differ between the runs (``model=lstm``, ``model.depth=20`` ...)
-except ``seed=``: runs that differ only in their seed form one row, ``mean ± sd`` over the seeds
-(``seeds`` says how many; sd with ``n - 1``). Rolling-origin runs report pooled test losses.
+whose network is in the Model Confidence Set (``arch.bootstrap.MCS`` at 10%, over the network and
+every baseline), the SPA p-value (``arch.bootstrap.SPA``, consistent; the network is the benchmark
+and the baselines the alternatives: a small p-value means a baseline beats it), MSE of log variance,
+Mincer–Zarnowitz R², alerts by kind, the first/last-layer gradient-norm ratio and γ, the largest raw
+and applied gradient norms and the wall time; the baselines on the same test split follow (once per
+data set). A configuration is labelled by the overrides that differ between the runs
+(``model=lstm``, ``model.depth=20`` ...) except ``seed=``: runs that differ only in their seed form
+one row, ``mean ± sd`` over the seeds (``seeds`` says how many; sd with ``n - 1``). Rolling-origin
+runs report pooled test losses.
 
 Usage:
     python -m recipes.compare <sweep dir>     # writes comparison.md / comparison.csv there
@@ -39,6 +41,7 @@ TABLE_CSV = "comparison.csv"
 COLUMNS = (
     "run",
     "seeds",
+    "status",
     "qlike",
     "ratio_har",
     "ratio_lhar",
@@ -46,6 +49,7 @@ COLUMNS = (
     "dm_log_har",
     "dm_lhar",
     "in_mcs",
+    "spa_p",
     "mse_log",
     "mz_r2",
     "alerts",
@@ -55,7 +59,9 @@ COLUMNS = (
     "applied_grad_max",
     "epochs",
     "wall_s",
+    "failure",
 )
+_FAILURE_CHARS = 200  # a failed run's alert message is cut to this many characters
 # where a run wrote, how many threads it used and its seed: never part of its label
 _NOISE = ("hydra.", "paths.", "num_threads=", "seed=")
 
@@ -113,6 +119,41 @@ def mean_sd(values: Sequence[float | None], fmt=_fixed, **kwargs: Any) -> str:
     return f"{fmt(mean, **kwargs)} ± {fmt(sd, **kwargs)}"
 
 
+def _failed(record: Mapping[str, Any]) -> bool:
+    return record.get("status") == "failed"
+
+
+def _status(records: Sequence[Mapping[str, Any]]) -> str:
+    """``ok``, ``failed`` or, for seeds that differ, ``failed k/n``."""
+    failed = sum(map(_failed, records))
+    if not failed:
+        return "ok"
+    return "failed" if failed == len(records) else f"failed {failed}/{len(records)}"
+
+
+def failure(record: Mapping[str, Any]) -> str:
+    """What ended a failed run: the alerts that raised (kind, step, message) or the error.
+
+    Example:
+        >>> failure({"status": "failed", "error": {"type": "GradientPathologyError",
+        ...     "message": "...", "step": 7, "alerts": [{"kind": "exploding", "step": 7,
+        ...     "severity": "critical", "message": "norm 1e9 | 40x median"}]}})
+        'GradientPathologyError: exploding @ step 7: norm 1e9 / 40x median'
+        >>> failure({"status": "ok"})
+        ''
+    """
+    if not _failed(record):
+        return ""
+    error = record.get("error") or {}
+    causes = [f"{a['kind']} @ step {a['step']}: {a['message']}" for a in error.get("alerts", [])]
+    if not causes:
+        first = (error.get("message") or "").strip().splitlines()
+        causes = [f"at step {error.get('step')}: {first[0] if first else ''}"]
+    text = f"{error.get('type', 'error')}: " + "; ".join(causes)
+    text = " ".join(text.split()).replace("|", "/")  # one line, no markdown cell breaks
+    return text if len(text) <= _FAILURE_CHARS else text[: _FAILURE_CHARS - 1] + "…"
+
+
 def _share(flags: Sequence[bool | None]) -> str:
     present = [bool(f) for f in flags if f is not None]
     return f"{sum(present)}/{len(present)}" if present else ""
@@ -152,6 +193,7 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
             {
                 "run": label,
                 "seeds": str(len(recs)),
+                "status": _status(recs),
                 "qlike": col("qlike", digits=4),
                 "ratio_har": col("qlike_ratio_har"),
                 "ratio_lhar": col("qlike_ratio_lhar"),
@@ -159,6 +201,7 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
                 "dm_log_har": col("dm_t_log_har", digits=2),
                 "dm_lhar": col("dm_t_lhar", digits=2),
                 "in_mcs": _share([t.get("in_mcs") for t in tests]),
+                "spa_p": col("spa_pvalue"),
                 "mse_log": col("mse_log"),
                 "mz_r2": col("mz_r2"),
                 "alerts": _alerts(alerts),
@@ -168,11 +211,13 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
                 "applied_grad_max": col("applied_grad_norm_max", grads, fmt=_sci),
                 "epochs": mean_sd([r.get("training", {}).get("epochs") for r in recs], digits=1),
                 "wall_s": mean_sd([r.get("wall_time_s") for r in recs], digits=1),
+                "failure": "; ".join(dict.fromkeys(filter(None, map(failure, recs)))),
             }
         )
     first_of_data: dict[Any, Mapping[str, Any]] = {}
-    for rec in records:
-        first_of_data.setdefault(rec["run"].get("data"), rec)
+    for rec in records:  # a failed run has no baselines: take them from a run that scored
+        if rec.get("baselines"):
+            first_of_data.setdefault(rec["run"].get("data"), rec)
     for data, rec in first_of_data.items():
         prefix = "baseline" if len(first_of_data) == 1 else f"baseline ({data})"
         for base in rec.get("baselines", []):

@@ -78,6 +78,11 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     With ``cfg.rolling`` set (``experiment=rolling_origin``) the model is re-trained for every
     test year and ``metrics.json`` holds the pooled and per-year scores (see :func:`_rolling`).
 
+    A fit that dies (e.g. ``GradientPathologyError`` from ``callbacks.gradflow.on_alert=raise``)
+    still writes ``metrics.json`` with ``status: failed``, the ``error`` (type, message, step and,
+    for the monitor's error, the alerts that raised it) and the gradient summary so far, and a
+    multirun's comparison shows it as a failed row; then the error propagates (the job fails).
+
     Returns:
         The metrics on global rank zero; ``None`` on the other ranks.
     """
@@ -89,21 +94,82 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
         torch.set_num_threads(int(cfg.num_threads))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        if cfg.get("rolling"):
+            metrics = _rolling(cfg, start)
+        else:
+            result = _fit_and_score(cfg, start)
+            if result is None:
+                return None
+            metrics = result[0]
+    except Exception as error:
+        failed = getattr(error, _FAILED, None)
+        if failed is not None:  # rank zero of a fit that died: report it, then fail the job
+            _write_metrics(cfg, failed)
+        raise
+    _write_metrics(cfg, metrics)
+    return metrics
+
+
+def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, the printout and (in a multirun) the sweep's comparison."""
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("rolling"):
-        metrics = _rolling(cfg, start)
-    else:
-        result = _fit_and_score(cfg, start)
-        if result is None:
-            return None
-        metrics = result[0]
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     print(_report(metrics), flush=True)
     if metrics["run"].get("multirun"):
         from recipes.compare import write_comparison
 
         write_comparison(metrics["run"]["sweep_dir"])
-    return metrics
+
+
+# the attribute of an exception from a failed fit that carries its metrics (rank zero only)
+_FAILED = "gradflow_failed_metrics"
+
+
+def _failed_metrics(
+    cfg: DictConfig, trainer: Any, error: BaseException, start: float
+) -> dict[str, Any]:
+    """``metrics.json`` of a fit that raised: the error, the alerts that raised it, the gradient
+    summary so far (``RunSummary`` writes it on the exception) and how far training got."""
+    from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
+    from recipes.callbacks import SUMMARY_FILE
+
+    output_dir = Path(cfg.paths.output_dir)
+    summary_path = output_dir / SUMMARY_FILE
+    gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
+    raised = [
+        {"kind": a.kind, "severity": a.severity, "step": a.step, "message": a.message}
+        for a in getattr(error, "alerts", None) or []
+    ]
+    elapsed = time.perf_counter() - start
+    return {
+        "run": _run_info(cfg),
+        "status": "failed",
+        "error": {
+            "type": type(error).__name__,
+            "message": str(error),
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "alerts": raised,
+        },
+        "test": {},
+        "test_error": None,
+        "baselines": [],
+        "significance": {},
+        "alerts": gradient.pop("alert_counts", {}),
+        "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
+        "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
+        "training": {
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "best_val_loss": gradient.get("best_val_loss"),
+            "best_checkpoint": None,
+        },
+        "fit_time_s": elapsed,
+        "wall_time_s": elapsed,
+    }
 
 
 def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] | None:
@@ -119,7 +185,12 @@ def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] 
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
-        trainer.fit(forecaster, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(forecaster, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except Exception as error:
+            if trainer.is_global_zero:  # train() writes it, then lets the error go on
+                setattr(error, _FAILED, _failed_metrics(cfg, trainer, error, start))
+            raise
         fit_s = time.perf_counter() - start
         _release_process_group()
         if not trainer.is_global_zero:
@@ -150,7 +221,18 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
         year_cfg["data"].update(origin.overrides())
         year_cfg["paths"]["output_dir"] = str(output_dir / f"origin_{origin.test_year}")
         year_cfg["rolling"] = None
-        result = _fit_and_score(OmegaConf.create(year_cfg), time.perf_counter())
+        try:
+            result = _fit_and_score(OmegaConf.create(year_cfg), time.perf_counter())
+        except Exception as error:
+            failed = getattr(error, _FAILED, None)
+            if failed is not None:  # the whole run failed in this year: say so at the top
+                failed["run"] = _run_info(cfg) | {
+                    "rolling": [o.test_year for o in origins],
+                    "failed_test_year": origin.test_year,
+                }
+                failed["alerts_file"] = None
+                failed["wall_time_s"] = time.perf_counter() - start
+            raise
         if result is None:
             raise RuntimeError("rolling-origin runs need a single device (trainer.devices=1)")
         metrics, evaluation = result
@@ -177,11 +259,13 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
             **{f"dm_t_{ref}": d["t"] for ref, d in dm.items()},
             "in_mcs": pooled["significance"]["mcs"][model]["in_mcs"],
             "mcs_pvalue": pooled["significance"]["mcs"][model]["pvalue"],
+            **_spa_metrics(pooled["significance"], model),
         }
     mcs = pooled["significance"]["mcs"]
     last = records[-1]
     return {
         "run": _run_info(cfg) | {"rolling": [o.test_year for o in origins]},
+        "status": "ok",
         "test": test,
         "test_error": next((r["test_error"] for r in records if r["test_error"]), None),
         "baselines": [
@@ -255,6 +339,7 @@ def _score(
             {f"dm_t_{ref}": dm["t"] for ref, dm in tests["dm"][name].items()},
             in_mcs=tests["mcs"][name]["in_mcs"],
             mcs_pvalue=tests["mcs"][name]["pvalue"],
+            **_spa_metrics(tests, name),
         )
 
     summary_path = output_dir / SUMMARY_FILE
@@ -262,6 +347,7 @@ def _score(
     alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
     metrics = {
         "run": info,
+        "status": "ok",
         "test": test_metrics,
         "test_error": test_error,
         "baselines": [
@@ -281,6 +367,15 @@ def _score(
         },
     }
     return metrics, evaluation
+
+
+def _spa_metrics(tests: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The SPA test with the network as the benchmark and the baselines as the alternatives:
+    ``spa_pvalue`` (consistent; small: some baseline beats the network) and ``spa_beaten_by``."""
+    spa = (tests.get("spa") or {}).get(model)
+    if not spa:
+        return {}
+    return {"spa_pvalue": spa["pvalue"], "spa_beaten_by": spa["better"]}
 
 
 def _test(
@@ -334,6 +429,8 @@ def _report(metrics: Mapping[str, Any]) -> str:
     from recipes.volatility import format_table
 
     run = metrics["run"]
+    if metrics.get("status") == "failed":
+        return _failure_report(metrics)
     rows = list(metrics["baselines"])
     if metrics["test"]:
         test = metrics["test"]
@@ -344,7 +441,12 @@ def _report(metrics: Mapping[str, Any]) -> str:
             **test,
         }
         rows.insert(0, model_row)
-    lines = [f"\nTest split ({run.get('data')}), {run['output_dir']}"]
+    if metrics.get("per_year"):  # rolling origin: the table holds the pooled test years
+        years = run["rolling"]
+        what = f"Pooled test years {years[0]}-{years[-1]}, {len(years)} re-estimations,"
+    else:
+        what = "Test split"
+    lines = [f"\n{what} ({run.get('data')}), {run['output_dir']}"]
     if metrics["test_error"]:
         lines.append(f"model not scored: {metrics['test_error']}")
     columns = ["model", "qlike", "ratio_har", "ratio_lhar", "mse_log", "mz_r2"]
@@ -357,6 +459,13 @@ def _report(metrics: Mapping[str, Any]) -> str:
         lines.append(
             f"Diebold–Mariano (QLIKE, Newey–West, {dm['bandwidth']} lags) vs {ref}: "
             f"t = {dm['t']:.2f}, p = {dm['pvalue']:.3f}"
+        )
+    spa = metrics["test"].get("spa_pvalue")
+    if spa is not None:
+        beaten = ", ".join(metrics["test"]["spa_beaten_by"]) or "none at 10%"
+        lines.append(
+            f"SPA (QLIKE; benchmark {run.get('model')}, alternatives: the baselines): "
+            f"p = {spa:.3f} (consistent); beaten by: {beaten}"
         )
     if metrics.get("per_year"):
         lines.append(f"pooled over test years {run['rolling'][0]}..{run['rolling'][-1]}; per year:")
@@ -377,12 +486,30 @@ def _report(metrics: Mapping[str, Any]) -> str:
                 }
             )
         lines.append(format_table(per_year))
+    return "\n".join([*lines, _gradient_report(metrics)])
+
+
+def _failure_report(metrics: Mapping[str, Any]) -> str:
+    """The printout of a run whose fit raised: the error, the alerts that raised it, gradients."""
+    run, error = metrics["run"], metrics["error"]
+    where = f" in test year {run['failed_test_year']}" if run.get("failed_test_year") else ""
+    lines = [
+        f"\nRun FAILED{where} ({run.get('data')}, {run.get('model')}), {run['output_dir']}",
+        f"{error['type']} at step {error['step']} (epoch {error['epoch']}); not scored",
+    ]
+    lines += [f"raised by {a['kind']} @ step {a['step']}: {a['message']}" for a in error["alerts"]]
+    if not error["alerts"]:
+        lines.append(error["message"].splitlines()[0] if error["message"] else "")
+    return "\n".join([*lines, _gradient_report(metrics)])
+
+
+def _gradient_report(metrics: Mapping[str, Any]) -> str:
     grad = metrics["gradient"]
     alerts = ", ".join(f"{k}: {v}" for k, v in sorted(metrics["alerts"].items())) or "none"
     if metrics["alerts_file"]:
         alerts += f" (details: {metrics['alerts_file']})"
     ratio, gamma = grad.get("first_last_ratio"), grad.get("gamma")
-    lines += [
+    lines = [
         f"alerts: {alerts}",
         "gradient first/last-layer norm ratio: "
         + ("n/a" if ratio is None else f"{ratio:.3g} (gamma {gamma:.3g} per layer)"),

@@ -47,6 +47,7 @@ from recipes.volatility.significance import (
     diebold_mariano,
     model_confidence_set,
     significance,
+    superior_predictive_ability,
 )
 from recipes.volatility.sources import (
     OHLC,
@@ -97,4 +98,5 @@ __all__ = [
     "qlike",
     "significance",
     "simulate_garch_ohlc",
+    "superior_predictive_ability",
 ]

@@ -9,6 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ from torch import nn
 from recipes.volatility.baselines import FIT_SPLITS, har, split_origins
 from recipes.volatility.data import VolatilityDataModule
 from recipes.volatility.metrics import evaluate_forecast, qlike
-from recipes.volatility.validation import check_choice
+from recipes.volatility.validation import check_choice, fail
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -35,6 +38,22 @@ def qlike_loss(log_target: torch.Tensor, log_forecast: torch.Tensor) -> torch.Te
     """
     d = log_target - log_forecast
     return (torch.exp(d) - d - 1).mean()
+
+
+def _check_real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:
+    """``ValueError`` (the validation wording) unless ``value`` is a finite real number (not a
+    bool, not a string) for which ``ok`` holds.
+
+    Example:
+        >>> _check_real("lr", "abc", "a positive number", lambda v: v > 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr='abc' is not allowed: expected a positive number
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(name, value, allowed)
+    if not math.isfinite(value) or not ok(value):
+        fail(name, value, allowed)
 
 
 class VolatilityForecaster(pl.LightningModule):
@@ -57,7 +76,9 @@ class VolatilityForecaster(pl.LightningModule):
         loss: ``mse`` on the batch target or ``qlike`` on the variance scale.
 
     Raises:
-        ValueError: for an unknown optimizer, scheduler or loss, or a non-positive lr.
+        ValueError: for an unknown optimizer, scheduler or loss; an ``lr`` that is not a
+            positive finite number or a ``weight_decay`` that is not a non-negative finite one
+            (strings such as Hydra's ``forecaster.lr=abc`` included), named with its value.
     """
 
     def __init__(
@@ -73,10 +94,8 @@ class VolatilityForecaster(pl.LightningModule):
         check_choice("optimizer", optimizer, OPTIMIZERS)
         check_choice("scheduler", scheduler, SCHEDULERS)
         check_choice("loss", loss, LOSSES)
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(
-                f"lr={lr}, weight_decay={weight_decay}: need lr > 0, weight_decay >= 0"
-            )
+        _check_real("lr", lr, "a positive number", lambda v: v > 0)
+        _check_real("weight_decay", weight_decay, "a non-negative number", lambda v: v >= 0)
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.register_buffer("target_loc", torch.tensor(0.0))

@@ -9,6 +9,9 @@ Bartlett long-run variance and the Model Confidence Set (Hansen, Lunde & Nason 2
   lower loss. Two-sided normal p-value.
 - :func:`model_confidence_set`: ``arch.bootstrap.MCS`` (range statistic, stationary bootstrap);
   the models in the set at level ``size`` and each model's MCS p-value.
+- :func:`superior_predictive_ability`: ``arch.bootstrap.SPA`` (Hansen 2005) with a benchmark and
+  a set of alternatives; its null is "no alternative has a lower expected loss than the
+  benchmark", so a small p-value means some alternative beats the benchmark.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -117,6 +120,60 @@ def model_confidence_set(
     return {name: {"pvalue": float(pvalues[name]), "in_mcs": name in included} for name in losses}
 
 
+def superior_predictive_ability(
+    benchmark: np.ndarray,
+    alternatives: Mapping[str, np.ndarray],
+    size: float = 0.1,
+    reps: int = 1000,
+    block_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``arch.bootstrap.SPA``: does any of ``alternatives`` have a lower expected loss?
+
+    Studentized test, stationary bootstrap (mean block ``ceil(n^(1/3))`` as for the MCS).
+
+    Args:
+        benchmark: per-observation losses of the benchmark.
+        alternatives: name -> per-observation losses of the same targets.
+        size: level at which ``better`` lists the alternatives that beat the benchmark.
+        reps, block_size, seed: bootstrap replications, mean block length, seed.
+
+    Returns:
+        ``{"pvalue": consistent p-value, "pvalue_lower", "pvalue_upper", "better": [names of the
+        alternatives significantly better than the benchmark at size], "size": size}``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> loss = rng.exponential(size=300)
+        >>> out = superior_predictive_ability(loss, {"worse": loss + 1, "better": loss - 0.2})
+        >>> out["pvalue"] < 0.01, out["better"]
+        (True, ['better'])
+    """
+    if not alternatives:
+        raise ValueError("the SPA test needs at least one alternative")
+    pd = require("pandas")
+    bootstrap = require("arch.bootstrap")
+    models = pd.DataFrame({name: np.asarray(v, float) for name, v in alternatives.items()})
+    bench = np.asarray(benchmark, float)
+    if bench.shape != (len(models),):
+        raise ValueError(f"benchmark has shape {bench.shape}; the alternatives {len(models)} rows")
+    block = math.ceil(len(bench) ** (1 / 3)) if block_size is None else block_size
+    spa = bootstrap.SPA(bench, models, block_size=block, reps=reps, seed=seed)
+    spa.compute()
+    pvalues = spa.pvalues
+    names = list(models.columns)
+    better = [
+        names[i] if isinstance(i, int | np.integer) else str(i) for i in spa.better_models(size)
+    ]
+    return {
+        "pvalue": float(pvalues["consistent"]),
+        "pvalue_lower": float(pvalues["lower"]),
+        "pvalue_upper": float(pvalues["upper"]),
+        "better": better,
+        "size": size,
+    }
+
+
 def significance(
     realised: np.ndarray,
     forecasts: Mapping[str, np.ndarray],
@@ -128,7 +185,8 @@ def significance(
     mcs_reps: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """DM (QLIKE) of each of ``models`` against each of ``references``, and the MCS over all.
+    """DM (QLIKE) of each of ``models`` against each of ``references``, the MCS over all, and the
+    SPA test of each of ``models`` as the benchmark against every forecast not in ``models``.
 
     Args:
         realised: realised variance proxy.
@@ -140,7 +198,9 @@ def significance(
 
     Returns:
         ``{"dm": {model: {reference: {"t", "pvalue", "mean_diff", "bandwidth"}}},
-        "mcs": {name: {"pvalue", "in_mcs"}}, "mcs_size": mcs_size}``.
+        "mcs": {name: {"pvalue", "in_mcs"}}, "mcs_size": mcs_size,
+        "spa": {model: superior_predictive_ability(...)}}`` (``spa`` empty without baselines):
+        a small SPA p-value means some baseline beats the model.
     """
     losses = {name: qlike_losses(realised, f) for name, f in forecasts.items()}
     dm = {
@@ -152,4 +212,12 @@ def significance(
         for model in models
     }
     mcs = model_confidence_set(losses, size=mcs_size, reps=mcs_reps, seed=seed)
-    return {"dm": dm, "mcs": mcs, "mcs_size": mcs_size}
+    others = {name: loss for name, loss in losses.items() if name not in models}
+    spa = {
+        model: superior_predictive_ability(
+            losses[model], others, size=mcs_size, reps=mcs_reps, seed=seed
+        )
+        for model in models
+        if others
+    }
+    return {"dm": dm, "mcs": mcs, "mcs_size": mcs_size, "spa": spa}

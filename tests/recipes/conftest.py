@@ -28,6 +28,7 @@ MODELS = (
     "rnn_vanilla",
     "transformer_postnorm",
     "mlp_relu",
+    "rnn_orthogonal",
 )
 # ~135 training days of simulated data, three steps: a run takes about a second
 TINY = (

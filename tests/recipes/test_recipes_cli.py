@@ -35,9 +35,8 @@ def test_multirun_over_every_model_writes_under_the_sweep_dir(tmp_path, cwd):
     assert all(rows[i]["qlike"] and rows[i]["grad_ratio"] for i in range(len(MODELS)))
     table = (sweep / "comparison.md").read_text()
     assert "| model=transformer_prenorm |" in table and "| baseline: har |" in table
-    assert (
-        "| run | seeds | qlike | ratio_har |" in proc.stdout
-    )  # printed at the end of the multirun
+    # printed at the end of the multirun
+    assert "| run | seeds | status | qlike | ratio_har |" in proc.stdout
 
 
 def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
@@ -55,6 +54,11 @@ def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
     assert set(dm) == {"har", "log_har", "lhar"} and all(d["bandwidth"] == 6 for d in dm.values())
     assert set(metrics["significance"]["mcs"]) == {"lstm", *BASELINES}
     assert metrics["test"]["dm_t_lhar"] == dm["lhar"]["t"] and "in_mcs" in metrics["test"]
+    spa = metrics["significance"]["spa"]["lstm"]  # the network against every baseline
+    assert 0 <= spa["pvalue_lower"] <= spa["pvalue"] <= spa["pvalue_upper"] <= 1
+    assert set(spa["better"]) <= set(BASELINES)
+    assert metrics["test"]["spa_pvalue"] == spa["pvalue"]
+    assert metrics["test"]["spa_beaten_by"] == spa["better"]
 
 
 def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):
@@ -101,6 +105,10 @@ def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):
     [
         ("model=nope", ["Could not find 'model/nope'", "lstm", "transformer_prenorm"]),
         ("model.depth=-1", ["Error in call to target", "depth=-1 is not allowed; need > 0"]),
+        (
+            "forecaster.lr=abc",
+            ["VolatilityForecaster", "lr='abc' is not allowed: expected a positive number"],
+        ),
     ],
 )
 def test_bad_override_fails_with_a_clear_message(override, messages, tmp_path, cwd):
@@ -109,3 +117,43 @@ def test_bad_override_fails_with_a_clear_message(override, messages, tmp_path, c
     for message in messages:
         assert message in proc.stderr, proc.stderr[-3000:]
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_job_raised_by_the_monitor_is_a_failed_row_and_still_fails(tmp_path, cwd):
+    """``on_alert=raise``: the sigmoid MLP's job raises GradientPathologyError at its first
+    checked step; it still writes metrics.json (failed, with the alert and the gradients so
+    far), the comparison shows it next to the LSTM that scored, and the multirun fails."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        *TINY,
+        "model=mlp_vanilla,lstm",
+        "callbacks.gradflow.on_alert=raise",
+        "+callbacks.gradflow.detectors.patience=2",
+        "trainer.log_every_n_steps=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = run_cli(args, cwd=cwd)
+    assert proc.returncode != 0  # the error propagates: the job (and the multirun) fails
+    assert "GradientPathologyError" in proc.stderr and "vanishing" in proc.stderr
+    failed = read_json(sweep / "0" / "metrics.json")
+    assert failed["status"] == "failed" and failed["run"]["model"] == "mlp_vanilla"
+    error = failed["error"]
+    assert error["type"] == "GradientPathologyError" and error["step"] >= 1
+    assert [a["kind"] for a in error["alerts"]] == ["vanishing"]
+    assert error["alerts"][0]["step"] < error["step"] + 1 and "gradient norm" in error["message"]
+    assert failed["alerts"] == {"vanishing": 1} and failed["test"] == {}
+    assert failed["gradient"]["first_last_ratio"] < 1e-3  # the summary up to the raise
+    assert failed["gradient"]["grad_norm_max"] > 0
+    assert read_json(sweep / "1" / "metrics.json")["status"] == "ok"
+    rows = {r["run"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}
+    mlp, lstm = rows["model=mlp_vanilla"], rows["model=lstm"]
+    assert mlp["status"] == "failed" and lstm["status"] == "ok" and not lstm["failure"]
+    step = error["alerts"][0]["step"]
+    assert mlp["failure"].startswith(f"GradientPathologyError: vanishing @ step {step}: gradient")
+    assert mlp["alerts"] == "vanishing:1" and mlp["qlike"] == "" and mlp["grad_ratio"]
+    assert float(lstm["qlike"]) > 0 and "baseline: har" in rows  # baselines from the LSTM
+    table = (sweep / "comparison.md").read_text()
+    assert "| model=mlp_vanilla | 1 | failed |" in table and "(2 runs," in table
+    assert "Run FAILED (garch_sim, mlp_vanilla)" in proc.stdout

@@ -82,7 +82,9 @@ def test_config_group_composes_and_instantiates(group, name, tmp_path):
         _instantiate(group, cfg, out)
 
 
-@pytest.mark.parametrize("name", ["compare_architectures", "vanishing_depth", "exploding_rnn"])
+@pytest.mark.parametrize(
+    "name", ["compare_architectures", "vanishing_depth", "exploding_rnn", "rnn_vs_lstm"]
+)
 def test_experiments_sweep_and_pick_the_multirun_strategy(name, tmp_path):
     overrides = [f"experiment={name}", f"paths.output_dir={tmp_path}"]
     with composed(overrides, return_hydra_config=True) as cfg:
@@ -195,6 +197,13 @@ def test_unknown_option_names_the_choices(override, message):
         ("model.depth=-1", "model", "depth=-1 is not allowed; need > 0"),
         ("data.source=nope", "data", "source='nope' is not allowed"),
         ("forecaster.optimizer=lbfgs", "forecaster", "optimizer='lbfgs' is not allowed"),
+        ("forecaster.lr=abc", "forecaster", "lr='abc' is not allowed: expected a positive number"),
+        ("forecaster.lr=0", "forecaster", "lr=0 is not allowed: expected a positive number"),
+        (
+            "forecaster.weight_decay=-1",
+            "forecaster",
+            "weight_decay=-1 is not allowed: expected a non-negative number",
+        ),
     ],
 )
 def test_bad_value_fails_with_our_message(override, node, message):

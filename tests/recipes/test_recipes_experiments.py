@@ -111,8 +111,12 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
         "logger=csv",
         f"hydra.sweep.dir={sweep}",
     ]
-    check(run_cli(args, cwd))
+    proc = run_cli(args, cwd)
+    check(proc)
     assert list(cwd.iterdir()) == []
+    # the printout says the numbers are pooled over the test years, not one test split
+    assert proc.stdout.count("Pooled test years 2017-2018, 2 re-estimations") == 4
+    assert "Test split" not in proc.stdout
     runs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
     assert len(runs) == 4
     for path in runs:
@@ -129,8 +133,49 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
         test = metrics["test"]
         assert test["qlike"] > 0 and {"dm_t_har", "dm_t_log_har", "dm_t_lhar"} <= set(test)
         model = metrics["run"]["model"]
+        assert test["spa_pvalue"] == metrics["significance"]["spa"][model]["pvalue"]
         assert set(metrics["significance"]["mcs"]) == {model, *pooled}
     rows = {r["run"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}
     assert rows["model=lstm"]["seeds"] == "2" and " ± " in rows["model=lstm"]["ratio_har"]
     assert rows["model=resnet"]["in_mcs"].endswith("/2")
     assert "baseline: lhar" in rows
+
+
+def test_rnn_vs_lstm_sweep_and_the_growth_recipe(tmp_path, cwd):
+    """experiment=rnn_vs_lstm on the simulator, then ``python -m recipes.rnn_growth --sweep``:
+    the init table shows the seed facts, the trained table one row per model."""
+    from recipes import rnn_growth
+
+    args = [
+        "experiment=rnn_vs_lstm",
+        "data=garch_sim",
+        "data.sim_days=1700",
+        "data.batch_size=64",
+        "data.window=22",
+        "seed=1",
+        "trainer.max_epochs=2",
+        "logger=csv",
+    ]
+    runs = _sweep(tmp_path, cwd, args)
+    assert list(runs) == ["model=lstm", "model=rnn_orthogonal", "model=rnn_vanilla"]
+    assert all(r["run"]["data"] == "garch_sim" and r["test"]["qlike"] > 0 for r in runs.values())
+    out = tmp_path / "growth"
+    argv = ["--data", "garch_sim", "--rho", "0.5", "3", "--lengths", "10", "22", "40", "66"]
+    argv += ["--seeds", "0", "--windows", "16", "--sweep", str(tmp_path / "sweep")]
+    result = rnn_growth.main([*argv, "--out", str(out)])
+    init = {(r["model"], r["cell"]): r for r in result["init"]}
+    assert init[("rnn rho=0.5", "linear")]["rate"] == pytest.approx(0.5, rel=0.02)
+    assert init[("rnn rho=3", "linear")]["rate"] == pytest.approx(3.0, rel=0.02)
+    damped = init[("rnn rho=3", "tanh")]
+    assert damped["rate"] < 0.6 * 3 and damped["deriv_mean"] < 0.5
+    assert init[("rnn orthogonal", "linear")]["rate"] == pytest.approx(1.0, abs=1e-3)
+    assert init[("lstm default init", "lstm")]["forget_mean"] == pytest.approx(0.5, abs=0.05)
+    assert init[("lstm forget bias 1", "lstm")]["forget_mean"] > 0.65
+    trained = {r["run"]: r for r in result["trained"]}
+    assert set(trained) == set(runs)
+    assert trained["model=rnn_vanilla"]["rate"] > 1 > trained["model=rnn_orthogonal"]["rate"]
+    assert trained["model=lstm"]["forget_mean"] is not None
+    text = (out / "rnn_growth.md").read_text()
+    assert "| garch_sim | rnn rho=3 | linear | 3.000 |" in text
+    assert "# After training" in text and "| model=rnn_orthogonal | 1 |" in text
+    assert read_json(out / "rnn_growth.json")["trained"][0]["lengths"] == [10, 22, 40, 66]

@@ -52,6 +52,36 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
         VolatilityForecaster(LSTM(3), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("lr", "abc", "a positive number"),  # Hydra's forecaster.lr=abc
+        ("lr", "1e-3", "a positive number"),  # a number in a string is still a string
+        ("lr", None, "a positive number"),
+        ("lr", True, "a positive number"),
+        ("lr", 0, "a positive number"),
+        ("lr", -1e-3, "a positive number"),
+        ("lr", float("nan"), "a positive number"),
+        ("lr", float("inf"), "a positive number"),
+        ("weight_decay", "x", "a non-negative number"),
+        ("weight_decay", -0.1, "a non-negative number"),
+        ("weight_decay", float("nan"), "a non-negative number"),
+        ("weight_decay", [0.1], "a non-negative number"),
+    ],
+)
+def test_numeric_settings_are_checked_with_the_validation_wording(name, value, allowed) -> None:
+    message = f"{name}={value!r} is not allowed: expected {allowed}"
+    with pytest.raises(ValueError) as info:
+        VolatilityForecaster(LSTM(3), **{name: value})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("lr", "weight_decay"), [(1e-3, 0.0), (1, 0), (np.float64(0.01), 1e-4)])
+def test_numeric_settings_accept_numbers(lr, weight_decay) -> None:
+    forecaster = VolatilityForecaster(LSTM(3), lr=lr, weight_decay=weight_decay)
+    assert forecaster.hparams.lr == lr and forecaster.hparams.weight_decay == weight_decay
+
+
 def test_qlike_loss_matches_variance_form() -> None:
     t, f = torch.tensor([0.3, -1.0]), torch.tensor([0.0, -0.5])
     ratio = torch.exp(t - f)

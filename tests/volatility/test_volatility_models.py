@@ -39,6 +39,8 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("lstm", {"input_dim": F, "hidden": 16, "layers": 2}),
     ("rnn", {"input_dim": F, "hidden": 16, "recurrent_spectral_radius": 0.9}),
+    ("rnn", {"input_dim": F, "hidden": 16, "recurrent_init": "orthogonal"}),
+    ("lstm", {"input_dim": F, "hidden": 16, "forget_bias": 1.0}),
 ]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CONFIGS)]
 
@@ -124,6 +126,9 @@ def test_rnn_spectral_radius(radius: float) -> None:
         ("lstm", {"input_dim": F, "hidden": 0}, "hidden=0"),
         ("rnn", {"input_dim": F, "nonlinearity": "sigmoid"}, "nonlinearity='sigmoid'"),
         ("rnn", {"input_dim": F, "recurrent_spectral_radius": -1.0}, "recurrent_spectral_radius"),
+        ("rnn", {"input_dim": F, "recurrent_init": "identity"}, "recurrent_init='identity'"),
+        ("lstm", {"input_dim": F, "forget_bias": float("nan")}, "forget_bias=nan"),
+        ("lstm", {"input_dim": F, "forget_bias": "1"}, "forget_bias='1'"),
         ("gru", {"input_dim": F}, "name='gru' is not allowed"),
     ],
 )

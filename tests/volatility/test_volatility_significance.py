@@ -10,6 +10,7 @@ from recipes.volatility.significance import (
     model_confidence_set,
     newey_west_bandwidth,
     significance,
+    superior_predictive_ability,
 )
 
 pytest.importorskip("arch")
@@ -81,3 +82,34 @@ def test_significance_tests_each_model_against_each_present_reference() -> None:
     assert set(out["dm"]["har"]) == {"log_har"}  # never against itself
     assert out["dm"]["net"]["har"]["t"] < -5
     assert out["mcs"]["net"]["in_mcs"] and not out["mcs"]["har"]["in_mcs"]
+
+
+def test_spa_flags_the_baseline_that_beats_the_benchmark() -> None:
+    rng = np.random.default_rng(4)
+    net = rng.exponential(size=600)
+    beaten = superior_predictive_ability(
+        net, {"worse": net + 0.5, "better": net - 0.3 + rng.normal(scale=0.05, size=600)}, reps=300
+    )
+    assert beaten["pvalue"] < 0.01 and beaten["better"] == ["better"]
+    assert beaten["pvalue_lower"] <= beaten["pvalue"] <= beaten["pvalue_upper"]
+    unbeaten = superior_predictive_ability(
+        net, {"worse": net + 0.5, "same": net + rng.normal(scale=0.05, size=600)}, reps=300
+    )
+    assert unbeaten["pvalue"] > 0.1 and unbeaten["better"] == []
+    with pytest.raises(ValueError, match="at least one alternative"):
+        superior_predictive_ability(net, {})
+
+
+def test_significance_runs_the_spa_of_each_model_against_the_rest() -> None:
+    rng = np.random.default_rng(5)
+    y = np.exp(rng.normal(size=400))
+
+    def noisy(scale: float = 1.0) -> np.ndarray:
+        return y * scale * np.exp(rng.normal(scale=0.3, size=400))
+
+    forecasts = {"har": noisy(), "log_har": noisy(1.5), "net": noisy(2.0)}
+    out = significance(y, forecasts, models=["net"], mcs_reps=200)
+    assert set(out["spa"]) == {"net"}
+    assert out["spa"]["net"]["pvalue"] < 0.05 and "har" in out["spa"]["net"]["better"]
+    good = significance(y, {**forecasts, "net": noisy()}, models=["net"], mcs_reps=200)
+    assert good["spa"]["net"]["pvalue"] > 0.1 and good["spa"]["net"]["better"] == []
