@@ -20,7 +20,7 @@ Example:
 from typing import Any
 
 from lightning_gradflow.core.alerting import AlertManager
-from lightning_gradflow.core.alerts import ALERT_KINDS, Alert, AlertKind, GradientPathologyError
+from lightning_gradflow.core.alerts import Alert, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
 from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors
 from lightning_gradflow.core.flow import DepthFit, fit_depth_profile
@@ -56,6 +56,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("ALERT_KINDS", "AlertKind"):  # derived from the detector registry when read
+        from lightning_gradflow.core import alerts
+
+        return getattr(alerts, name)
     if name == "GradFlowMonitor":  # imports pytorch_lightning: only when asked for
         from lightning_gradflow.callbacks.gradflow_monitor import GradFlowMonitor
 

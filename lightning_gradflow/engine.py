@@ -58,15 +58,11 @@ import torch
 from torch import nn
 
 from lightning_gradflow.core.alerting import AlertManager
-from lightning_gradflow.core.alerts import ALERT_KINDS, Action, Alert, GradientPathologyError
+from lightning_gradflow.core.alerts import Action, Alert, GradientPathologyError
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
 from lightning_gradflow.core.compiled import eager_forward
-from lightning_gradflow.core.detectors import (
-    GRADIENT_KINDS,
-    DetectorConfig,
-    GradientDetectors,
-    StepContext,
-)
+from lightning_gradflow.core.detector import alert_kinds
+from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
 from lightning_gradflow.core.flow import fit_depth_profile
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import (
@@ -78,7 +74,6 @@ from lightning_gradflow.core.layers import (
 )
 from lightning_gradflow.core.nan_origin import NonfiniteOrigin, locate_nonfinite_origin
 from lightning_gradflow.core.probes import (
-    PROBE_ALERT_KINDS,
     ActivationProbes,
     ProbeConfig,
     ProbeDetectors,
@@ -234,7 +229,7 @@ class GradFlowEngine:
             ("probe_every_n_steps", probe_every_n_steps),
         ):
             check_count(name, value, allow_none=True)
-        disable = check_kinds(disable, ALERT_KINDS, "alert kinds")
+        disable = check_kinds(disable, alert_kinds(), "alert kinds")
         check_choice("granularity", granularity, GRANULARITIES)
         check_flag("log_weight_norms", log_weight_norms)
         check_flag("log_update_ratios", log_update_ratios)
@@ -256,8 +251,8 @@ class GradFlowEngine:
         self.on_alert = on_alert
         self.actions = actions
         self.locate_nan_origin = locate_nan_origin
-        self._gradient_disable = [k for k in disable if k in GRADIENT_KINDS]
-        self._probe_disable = [k for k in disable if k in PROBE_ALERT_KINDS]
+        self._gradient_disable = [k for k in disable if k in alert_kinds("gradient")]
+        self._probe_disable = [k for k in disable if k in alert_kinds("probe")]
         self.log_every = log_every_n_steps or 50
         self._warned: set[str] = set()
         self._eager: ExitStack | None = None

@@ -22,7 +22,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lightning_gradflow.core.alerts import ACTIONS, ALERT_KINDS, Action, Alert
+from lightning_gradflow.core.alerts import ACTIONS, Action, Alert
+from lightning_gradflow.core.detector import alert_kinds
 from lightning_gradflow.core.validation import check_choice, fail
 
 _RANK = {"warn": 0, "stop": 1, "raise": 2}
@@ -50,11 +51,10 @@ class AlertManager:
         if not isinstance(actions, Mapping | None):
             fail("actions", actions, "a mapping of alert kind to action, or None")
         actions = dict(actions or {})
+        kinds = alert_kinds()
         for kind, action in actions.items():
-            if kind not in ALERT_KINDS:
-                raise ValueError(
-                    f"actions key {kind!r} is not an alert kind; allowed: {ALERT_KINDS}"
-                )
+            if kind not in kinds:
+                raise ValueError(f"actions key {kind!r} is not an alert kind; allowed: {kinds}")
             check_choice(f"actions[{kind!r}]", action, ACTIONS)
         if (
             isinstance(cooldown_steps, bool)

@@ -1,7 +1,9 @@
 """Alerts: what was seen, where, against which threshold, and the usual fix.
 
-Every detector, gradient-based or activation-based, speaks the same :class:`Alert`. The set of
-kinds is fixed (:class:`AlertKind`), so dashboards, filters and per-kind actions can rely on it.
+Every detector, gradient-based or activation-based, speaks the same :class:`Alert`. The kinds
+are those of the registered detectors (:mod:`~lightning_gradflow.core.detector`): ``ALERT_KINDS``
+(a tuple) and ``AlertKind`` (a ``str`` Enum) are derived from the registry when they are read,
+so dashboards, filters and per-kind actions can rely on them.
 
 Example:
     >>> alert = Alert(
@@ -15,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Any, Literal, get_args
 
 from lightning_gradflow.core.validation import check_choice
@@ -26,40 +27,12 @@ Action = Literal["warn", "stop", "raise"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
 
-class AlertKind(str, Enum):
-    """The documented set of pathologies an alert can name."""
-
-    VANISHING = "vanishing"
-    """Gradient norms fall by orders of magnitude towards the input, below a dead floor, or a
-    layer's gradient stays exactly zero."""
-    EXPLODING = "exploding"
-    """A spike of the global norm, growth with depth, steady exponential growth over steps, or
-    one update that rewrites a layer."""
-    NONFINITE = "nonfinite"
-    """NaN or Inf in a gradient or in the loss."""
-    ALWAYS_CLIPPING = "always_clipping"
-    """Gradient clipping is active on almost every step."""
-    LOSS_SPIKE = "loss_spike"
-    """The training loss jumps far above its recent level for several steps, or diverges."""
-    DEAD_RELU = "dead_relu"
-    """A large share of ReLU units output zero for every sample."""
-    SATURATION = "saturation"
-    """A large share of sigmoid/tanh activations sit in their flat tails."""
-    ATTENTION_COLLAPSE = "attention_collapse"
-    """Attention heads put almost all weight on one token (entropy collapse)."""
-    RANK_COLLAPSE = "rank_collapse"
-    """Token representations collapse towards rank one through the depth of a transformer."""
-
-
-ALERT_KINDS: tuple[str, ...] = tuple(kind.value for kind in AlertKind)
-
-
 @dataclass(frozen=True)
 class Alert:
     """One gradient or activation pathology, seen at one step.
 
     Attributes:
-        kind: one of :data:`ALERT_KINDS`.
+        kind: one of ``ALERT_KINDS``.
         severity: ``"warning"`` or ``"critical"``.
         step: the optimizer step at which it was seen.
         epoch: the epoch, if known.
@@ -83,7 +56,7 @@ class Alert:
     details: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        check_choice("kind", self.kind, ALERT_KINDS)
+        check_choice("kind", self.kind, _alert_kinds())
         check_choice("severity", self.severity, SEVERITIES)
 
     def format(self) -> str:
@@ -113,3 +86,20 @@ class GradientPathologyError(RuntimeError):
     def __init__(self, alerts: list[Alert]) -> None:
         self.alerts = alerts
         super().__init__("\n".join(alert.format() for alert in alerts))
+
+
+def _alert_kinds() -> tuple[str, ...]:
+    from lightning_gradflow.core.detector import alert_kinds  # the registry imports this module
+
+    return alert_kinds()
+
+
+def __getattr__(name: str) -> Any:
+    """``ALERT_KINDS`` and ``AlertKind``, derived from the detector registry when read."""
+    if name == "ALERT_KINDS":
+        return _alert_kinds()
+    if name == "AlertKind":
+        from lightning_gradflow.core.detector import alert_kind_enum
+
+        return alert_kind_enum()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

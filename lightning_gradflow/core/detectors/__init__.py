@@ -1,5 +1,10 @@
 """Gradient pathology detectors, fed by the statistics the collector already computes.
 
+One module per alert kind, each defining one :class:`~.base.GradientDetector` subclass; this
+package imports every module it holds, and defining the class registers its kind (see
+:mod:`~lightning_gradflow.core.detector`). ``GRADIENT_KINDS`` and :class:`GradientDetectors` are
+read from that registry.
+
 Example:
     >>> import numpy as np
     >>> from lightning_gradflow.core.collector import StepRecord
@@ -17,33 +22,14 @@ from typing import Any
 
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import Detector, StepContext
-from lightning_gradflow.core.detectors.clipping import ClippingDetector
+from lightning_gradflow.core.detector import alert_kinds, detector_classes, import_submodules
+from lightning_gradflow.core.detectors.base import GradientDetector, StepContext
 from lightning_gradflow.core.detectors.config import DetectorConfig
-from lightning_gradflow.core.detectors.exploding import ExplodingDetector
-from lightning_gradflow.core.detectors.loss_spike import LossSpikeDetector
-from lightning_gradflow.core.detectors.nonfinite import NonFiniteDetector
-from lightning_gradflow.core.detectors.vanishing import VanishingDetector
 from lightning_gradflow.core.validation import check_kinds
-
-GRADIENT_KINDS: tuple[str, ...] = (
-    "vanishing",
-    "exploding",
-    "nonfinite",
-    "always_clipping",
-    "loss_spike",
-)
-_CLASSES = (
-    VanishingDetector,
-    ExplodingDetector,
-    NonFiniteDetector,
-    ClippingDetector,
-    LossSpikeDetector,
-)
 
 
 class GradientDetectors:
-    """All gradient detectors, run in a fixed order on each step's record.
+    """All registered gradient detectors, run in the order of their kinds on each step's record.
 
     Args:
         config: thresholds (defaults: :class:`DetectorConfig`).
@@ -54,10 +40,11 @@ class GradientDetectors:
     """
 
     def __init__(self, config: DetectorConfig | None = None, disable: Iterable[str] = ()) -> None:
-        disable = check_kinds(disable, GRADIENT_KINDS)
+        classes = detector_classes("gradient")
+        disable = check_kinds(disable, tuple(cls.kind for cls in classes))
         self.config = config or DetectorConfig()
-        self.detectors: list[Detector] = [
-            cls(self.config) for cls in _CLASSES if cls.kind not in disable
+        self.detectors: list[GradientDetector] = [
+            cls(self.config) for cls in classes if cls.kind not in disable
         ]
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
@@ -74,9 +61,19 @@ class GradientDetectors:
                 detector.load_state_dict(state[detector.kind])
 
 
+def __getattr__(name: str) -> Any:
+    """``GRADIENT_KINDS``: the registered gradient detectors' kinds, read when asked for."""
+    if name == "GRADIENT_KINDS":
+        return alert_kinds("gradient")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+import_submodules(__name__, __path__)  # every detector module here registers its class
+
 __all__ = [
     "GRADIENT_KINDS",
     "DetectorConfig",
+    "GradientDetector",
     "GradientDetectors",
     "StepContext",
 ]

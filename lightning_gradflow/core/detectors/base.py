@@ -1,9 +1,12 @@
 """What every gradient detector sees and implements.
 
-A detector is fed one :class:`~lightning_gradflow.core.collector.StepRecord` per optimizer step,
-in order (the statistics the collector already computed: no second pass over the gradients, no
-extra host sync), and returns the alerts it sees at that step. Its windows and counters are
-plain Python values exposed through ``state_dict``/``load_state_dict`` for checkpoints.
+A gradient detector subclasses :class:`GradientDetector` (see
+:class:`~lightning_gradflow.core.detector.Detector` for ``kind``, ``hint`` and ``alert``). It is
+fed one :class:`~lightning_gradflow.core.collector.StepRecord` per optimizer step, in order (the
+statistics the collector already computed: no second pass over the gradients, no extra host
+sync), and returns the alerts it sees at that step. Its windows and counters are plain Python
+values exposed through ``state_dict``/``load_state_dict`` for checkpoints. Its thresholds are
+fields of :class:`~lightning_gradflow.core.detectors.config.DetectorConfig`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import ClassVar
 
 import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
+from lightning_gradflow.core.detector import Detector
+from lightning_gradflow.core.detectors.config import DetectorConfig
 
 MAX_NAMES_IN_MESSAGE = 5
 
@@ -38,19 +43,22 @@ class StepContext:
     amp_scaler: bool = False
 
 
-class Detector(Protocol):
-    """A stateful detector of one alert kind."""
+class GradientDetector(Detector):
+    """A stateful detector of one alert kind, fed every optimizer step's record.
 
-    kind: str
+    Args:
+        config: the thresholds of the gradient detectors (its own fields included).
+    """
+
+    family: ClassVar[str] = "gradient"
+    config: DetectorConfig
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__(config)
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
         """Alerts seen at this step (empty if none)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """Windows and counters, JSON-serialisable."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        raise NotImplementedError
 
 
 class History:

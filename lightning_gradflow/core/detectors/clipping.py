@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import StepContext
+from lightning_gradflow.core.detectors.base import GradientDetector, StepContext
 from lightning_gradflow.core.detectors.config import DetectorConfig
 
 HINT = (
@@ -24,13 +24,15 @@ HINT = (
 )
 
 
-class ClippingDetector:
-    """Detects a clip value that is exceeded on almost every step."""
+class ClippingDetector(GradientDetector):
+    """Gradient clipping is active on almost every step."""
 
-    kind = AlertKind.ALWAYS_CLIPPING.value
+    kind = "always_clipping"
+    hint = HINT
+    order = 40
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._clipped: deque[bool] = deque(maxlen=config.clipping_window)
         self._norms: deque[float] = deque(maxlen=config.clipping_window)
 
@@ -46,20 +48,16 @@ class ClippingDetector:
             return []
         median = float(np.median(self._norms))
         return [
-            Alert(
-                kind=self.kind,
-                severity="warning",
-                step=record.step,
-                epoch=ctx.epoch,
-                layers=(),
-                value=share,
-                threshold=self.config.clipping_share,
-                message=(
-                    f"gradient norm exceeded the clip value {ctx.clip_norm:g} on {share:.0%} of "
-                    f"the last {len(self._clipped)} steps (median pre-clip norm {median:.3g})"
-                ),
-                hint=HINT,
-                details={"variant": "always_clipping", "clip_norm": ctx.clip_norm},
+            self.alert(
+                record.step,
+                ctx.epoch,
+                (),
+                share,
+                self.config.clipping_share,
+                f"gradient norm exceeded the clip value {ctx.clip_norm:g} on {share:.0%} of "
+                f"the last {len(self._clipped)} steps (median pre-clip norm {median:.3g})",
+                variant="always_clipping",
+                clip_norm=ctx.clip_norm,
             )
         ]
 

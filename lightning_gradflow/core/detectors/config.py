@@ -30,6 +30,12 @@ setting                     default    why
 ``amp_nonfinite_patience``  10         consecutive NaN/Inf steps tolerated while a float16
                                        GradScaler is calibrating (it skips those steps)
 ``cooldown_steps``          100        a kind/layer alert is re-announced at most this often
+``stalled_ratio``           1e-7       a layer's ||Δθ||/||θ|| below this times that of a
+                                       layer that moves, with a gradient no more than 10x
+                                       larger, is stalled: one learning rate never puts
+                                       them that far apart (layer-wise LR decay: >= 1e-3)
+``stalled_patience``        5          logged steps (where the ratio is measured) a layer
+                                       must stay stalled
 ==========================  =========  ======================================================
 
 Example:
@@ -68,10 +74,12 @@ class DetectorConfig:
     clipping_window: int = 100
     amp_nonfinite_patience: int = 10
     cooldown_steps: int = 100
+    stalled_ratio: float = 1e-7
+    stalled_patience: int = 5
 
     def __post_init__(self) -> None:
         positive = ("vanishing_floor", "update_ratio_limit", "weight_rms_floor")
-        below_one = ("vanishing_depth_ratio",)
+        below_one = ("vanishing_depth_ratio", "stalled_ratio")
         above_one = ("exploding_depth_ratio", "spike_factor", "loss_spike_factor")
         counts = (
             "loss_spike_steps",
@@ -80,6 +88,7 @@ class DetectorConfig:
             "min_history",
             "clipping_window",
             "amp_nonfinite_patience",
+            "stalled_patience",
         )
         for f in fields(self):
             value = getattr(self, f.name)

@@ -23,9 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import History, StepContext, name_list, usable_norms
+from lightning_gradflow.core.detectors.base import (
+    GradientDetector,
+    History,
+    StepContext,
+    name_list,
+    usable_norms,
+)
 from lightning_gradflow.core.detectors.config import DetectorConfig
 from lightning_gradflow.core.flow import fit_depth_profile
 
@@ -52,13 +58,20 @@ HINTS = {
 _MIN_R2 = 0.8
 
 
-class ExplodingDetector:
-    """Detects spikes, growth with depth and growth over steps (see module docstring)."""
+class ExplodingDetector(GradientDetector):
+    """A spike of the global norm, growth with depth, steady exponential growth over steps, or
+    one update that rewrites a layer.
 
-    kind = AlertKind.EXPLODING.value
+    See the module docstring for the four variants; each has its own hint.
+    """
+
+    kind = "exploding"
+    hint = HINTS["spike"]
+    hints = HINTS
+    order = 20
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._totals = History(config.window)
         self._seen = 0
         self._depth_streak = 0
@@ -75,18 +88,10 @@ class ExplodingDetector:
         return [*alerts, growth] if growth else alerts
 
     def _alert(self, record, ctx, variant, severity, layers, value, threshold, message, extra):
-        return Alert(
-            kind=self.kind,
-            severity=severity,
-            step=record.step,
-            epoch=ctx.epoch,
-            layers=tuple(layers),
-            value=float(value),
-            threshold=float(threshold),
-            message=message,
-            hint=HINTS[variant],
-            details={"variant": variant, **extra},
-        )
+        return self.alert(
+            record.step, ctx.epoch, layers, value, threshold, message, severity,
+            variant=variant, **extra,
+        )  # fmt: skip
 
     def _spike(self, record: StepRecord, ctx: StepContext) -> Alert | None:
         cfg = self.config

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import History, StepContext
+from lightning_gradflow.core.detectors.base import GradientDetector, History, StepContext
 from lightning_gradflow.core.detectors.config import DetectorConfig
 
 HINT = (
@@ -25,13 +25,15 @@ HINT = (
 )
 
 
-class LossSpikeDetector:
-    """Detects a training loss that jumps and stays far above its recent median."""
+class LossSpikeDetector(GradientDetector):
+    """The training loss jumps far above its recent level for several steps, or diverges."""
 
-    kind = AlertKind.LOSS_SPIKE.value
+    kind = "loss_spike"
+    hint = HINT
+    order = 50
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._losses = History(config.window)
         self._seen = 0
         self._streak = 0
@@ -51,20 +53,18 @@ class LossSpikeDetector:
             self._streak = self._streak + 1 if spiking else 0
             if self._streak >= cfg.loss_spike_steps:
                 ratio = (loss - median) / scale + 1.0
-                alert = Alert(
-                    kind=self.kind,
+                alert = self.alert(
+                    record.step,
+                    ctx.epoch,
+                    (),
+                    ratio,
+                    cfg.loss_spike_factor,
+                    f"training loss {loss:.4g} is {ratio:.0f}x its recent median "
+                    f"{median:.4g} for {self._streak} consecutive steps",
                     severity="critical" if ratio > cfg.loss_spike_factor**2 else "warning",
-                    step=record.step,
-                    epoch=ctx.epoch,
-                    layers=(),
-                    value=ratio,
-                    threshold=cfg.loss_spike_factor,
-                    message=(
-                        f"training loss {loss:.4g} is {ratio:.0f}x its recent median "
-                        f"{median:.4g} for {self._streak} consecutive steps"
-                    ),
-                    hint=HINT,
-                    details={"variant": "loss_spike", "loss": loss, "median": median},
+                    variant="loss_spike",
+                    loss=loss,
+                    median=median,
                 )
         self._losses.append(loss)
         self._seen += 1

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import StepContext, name_list
+from lightning_gradflow.core.detectors.base import GradientDetector, StepContext, name_list
 from lightning_gradflow.core.detectors.config import DetectorConfig
 
 HINT = (
@@ -29,13 +29,18 @@ HINT = (
 )
 
 
-class NonFiniteDetector:
-    """Detects NaN/Inf gradients or loss and names the affected layers."""
+class NonFiniteDetector(GradientDetector):
+    """NaN or Inf in a gradient or in the loss.
 
-    kind = AlertKind.NONFINITE.value
+    Names the affected layers and the most likely origin (see the module docstring).
+    """
+
+    kind = "nonfinite"
+    hint = HINT
+    order = 30
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._streak = 0
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
@@ -61,21 +66,17 @@ class NonFiniteDetector:
         loss_text = f"loss = {record.loss}" if loss_bad else "loss finite"
         amp = f" on {self._streak} consecutive steps under AMP" if ctx.amp_scaler else ""
         return [
-            Alert(
-                kind=self.kind,
+            self.alert(
+                record.step,
+                ctx.epoch,
+                names,
+                len(names),
+                0.0,
+                f"NaN/Inf gradient {where} ({loss_text}){amp}; likely origin: {origin}",
                 severity="critical",
-                step=record.step,
-                epoch=ctx.epoch,
-                layers=tuple(names),
-                value=float(len(names)),
-                threshold=0.0,
-                message=f"NaN/Inf gradient {where} ({loss_text}){amp}; likely origin: {origin}",
-                hint=HINT,
-                details={
-                    "variant": "nonfinite",
-                    "origin": names[-1] if names and not loss_bad else None,
-                    "loss_nonfinite": bool(loss_bad),
-                },
+                variant="nonfinite",
+                origin=names[-1] if names and not loss_bad else None,
+                loss_nonfinite=bool(loss_bad),
             )
         ]
 

@@ -21,13 +21,18 @@ report γ, the per-layer factor of the fitted line (< 1 here).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import StepContext, name_list, usable_norms
+from lightning_gradflow.core.detectors.base import (
+    GradientDetector,
+    StepContext,
+    name_list,
+    usable_norms,
+)
 from lightning_gradflow.core.detectors.config import DetectorConfig
 from lightning_gradflow.core.flow import fit_depth_profile
 
@@ -44,13 +49,20 @@ DEAD_HINT = (
 )
 
 
-class VanishingDetector:
-    """Detects gradient norms collapsing towards the input (see module docstring)."""
+class VanishingDetector(GradientDetector):
+    """Gradient norms fall by orders of magnitude towards the input, below a dead floor, or a
+    layer's gradient stays exactly zero.
 
-    kind = AlertKind.VANISHING.value
+    See the module docstring for the three conditions.
+    """
+
+    kind = "vanishing"
+    hint = HINT
+    hints: ClassVar[dict[str, str]] = {"dead": DEAD_HINT}
+    order = 10
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._depth_streak = 0
         self._floor_streak = 0
         self._flowed = np.zeros(0, dtype=bool)
@@ -76,23 +88,17 @@ class VanishingDetector:
         if dead.size == 0:
             return None
         names = [ctx.layer_names[i] for i in dead]
-        return Alert(
-            kind=self.kind,
+        return self.alert(
+            record.step,
+            ctx.epoch,
+            names,
+            0.0,
+            self.config.vanishing_floor,
+            f"dead layer: the gradient of {len(names)} layer(s) is exactly zero for "
+            f"{patience}+ steps after it was not: {name_list(names)}",
             severity="critical",
-            step=record.step,
-            epoch=ctx.epoch,
-            layers=tuple(names),
-            value=0.0,
-            threshold=self.config.vanishing_floor,
-            message=(
-                f"dead layer: the gradient of {len(names)} layer(s) is exactly zero for "
-                f"{patience}+ steps after it was not: {name_list(names)}"
-            ),
-            hint=DEAD_HINT,
-            details={
-                "variant": "dead",
-                "zero_steps": {ctx.layer_names[i]: int(self._zero_streaks[i]) for i in dead},
-            },
+            variant="dead",
+            zero_steps={ctx.layer_names[i]: int(self._zero_streaks[i]) for i in dead},
         )
 
     def _shrinking(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
@@ -129,22 +135,18 @@ class VanishingDetector:
             parts.append(f"{len(dead)} layer(s) below {cfg.vanishing_floor:g}: {name_list(dead)}")
         severity = "critical" if observed < cfg.vanishing_depth_ratio**2 else "warning"
         return [
-            Alert(
-                kind=self.kind,
+            self.alert(
+                record.step,
+                ctx.epoch,
+                names,
+                observed if depth_on else float(np.nanmin(norms)),
+                cfg.vanishing_depth_ratio if depth_on else cfg.vanishing_floor,
+                "; ".join(parts) + f" for {cfg.patience}+ steps",
                 severity=severity,
-                step=record.step,
-                epoch=ctx.epoch,
-                layers=tuple(names),
-                value=observed if depth_on else float(np.nanmin(norms)),
-                threshold=cfg.vanishing_depth_ratio if depth_on else cfg.vanishing_floor,
-                message="; ".join(parts) + f" for {cfg.patience}+ steps",
-                hint=HINT,
-                details={
-                    "variant": "depth" if depth_on else "floor",
-                    "gamma": fit.gamma,
-                    "first_last_ratio": observed,
-                    "fitted_ratio": fitted,
-                },
+                variant="depth" if depth_on else "floor",
+                gamma=fit.gamma,
+                first_last_ratio=observed,
+                fitted_ratio=fitted,
             )
         ]
 

@@ -35,8 +35,11 @@ Example:
     ['probe/dead_relu/1']
 """
 
+from typing import Any
+
+from lightning_gradflow.core.detector import alert_kinds, import_submodules
 from lightning_gradflow.core.probes.config import ProbeConfig
-from lightning_gradflow.core.probes.detectors import PROBE_ALERT_KINDS, ProbeDetectors
+from lightning_gradflow.core.probes.detectors import ProbeDetector, ProbeDetectors
 from lightning_gradflow.core.probes.probe import ActivationProbes, ProbeStats
 from lightning_gradflow.core.probes.registry import (
     PROBE_KINDS,
@@ -45,11 +48,22 @@ from lightning_gradflow.core.probes.registry import (
     register_probe,
 )
 
+
+def __getattr__(name: str) -> Any:
+    """``PROBE_ALERT_KINDS``: the registered probe detectors' kinds, read when asked for."""
+    if name == "PROBE_ALERT_KINDS":
+        return alert_kinds("probe")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+import_submodules(__name__, __path__)  # every probe detector defined here registers its class
+
 __all__ = [
     "PROBE_ALERT_KINDS",
     "PROBE_KINDS",
     "ActivationProbes",
     "ProbeConfig",
+    "ProbeDetector",
     "ProbeDetectors",
     "ProbeKind",
     "ProbeStats",

@@ -1,5 +1,7 @@
 """Detectors of activation pathologies, fed one :class:`ProbeStats` per probe step.
 
+Each kind is one :class:`ProbeDetector` subclass (registered by its class statement, see
+:mod:`~lightning_gradflow.core.detector`); :class:`ProbeDetectors` runs the registered ones.
 Every condition must hold on ``patience`` consecutive probe steps (3 by default) before it is
 reported, and is reported again on each probe step while it holds (the alert manager's
 cooldown decides what is announced). Per kind:
@@ -35,41 +37,17 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from lightning_gradflow.core.alerts import Alert, AlertKind
+from lightning_gradflow.core.alerts import Alert
+from lightning_gradflow.core.detector import Detector, alert_kinds, detector_classes
 from lightning_gradflow.core.flow import fit_depth_profile
 from lightning_gradflow.core.probes.config import ProbeConfig
 from lightning_gradflow.core.probes.probe import ProbeStats
 from lightning_gradflow.core.validation import check_kinds
 
-PROBE_ALERT_KINDS: tuple[str, ...] = (
-    AlertKind.DEAD_RELU.value,
-    AlertKind.SATURATION.value,
-    AlertKind.ATTENTION_COLLAPSE.value,
-    AlertKind.RANK_COLLAPSE.value,
-)
-HINTS = {
-    "dead_relu": (
-        "Initialise with He (Kaiming) init and zero biases, lower the learning rate, or use "
-        "LeakyReLU/GELU so that silent units still get a gradient."
-    ),
-    "saturation": (
-        "Use Xavier/Glorot init, normalise the pre-activations (LayerNorm/BatchNorm), or use "
-        "ReLU-family activations in hidden layers."
-    ),
-    "attention_collapse": (
-        "The attention logits are too large: check the 1/sqrt(head_dim) query-key scaling, add "
-        "QK-norm, and warm up the learning rate."
-    ),
-    "rank_collapse": (
-        "Give every block a residual connection with normalisation before attention (pre-norm); "
-        "stacked attention without skips averages the tokens together."
-    ),
-}
-_FAMILIES = ("dead_relu", "saturation", "attention_collapse", "rank_collapsed", "rank_depth")
 _EXTREME_SHARE = 0.99
 _MAX_SHOWN = 5
 
@@ -79,68 +57,98 @@ def _shown(parts: list[str]) -> str:
     return "; ".join(parts[:_MAX_SHOWN]) + (f"; +{extra} more" if extra > 0 else "")
 
 
-class ProbeDetectors:
-    """Turns probe statistics into alerts (see the module docstring for the conditions).
+class ProbeDetector(Detector):
+    """A detector of one alert kind, fed the statistics of each probe step.
+
+    Conditions are kept per layer (or stack) in streaks, one dict per condition named in
+    ``streaks``; :meth:`persisting` advances them and returns those that lasted ``patience``
+    probe steps. The streaks are its state.
 
     Args:
-        config: thresholds (defaults: :class:`ProbeConfig`).
-        disable: alert kinds not to detect.
-
-    Raises:
-        ValueError: for an unknown kind in ``disable``.
+        config: the thresholds of the probes and their detectors (its own fields included).
     """
 
-    def __init__(self, config: ProbeConfig | None = None, disable: Iterable[str] = ()) -> None:
-        disable = check_kinds(disable, PROBE_ALERT_KINDS)
-        self.config = config or ProbeConfig()
-        self.kinds = tuple(k for k in PROBE_ALERT_KINDS if k not in disable)
-        self._streaks: dict[str, dict[str, int]] = {family: {} for family in _FAMILIES}
+    family: ClassVar[str] = "probe"
+    streaks: ClassVar[tuple[str, ...]] = ()
+    config: ProbeConfig
+
+    def __init__(self, config: ProbeConfig) -> None:
+        super().__init__(config)
+        self._streaks: dict[str, dict[str, int]] = {name: {} for name in self.streaks}
 
     def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
-        """Alerts seen at this probe step (empty if none).
+        """Alerts seen at this probe step (empty if none)."""
+        raise NotImplementedError
 
-        Args:
-            step: the optimizer step of the probe.
-            epoch: the current epoch, if known.
-            stats: what :meth:`ActivationProbes.collect` returned for this probe step.
-        """
-        checks = {
-            "dead_relu": self._dead_relu,
-            "saturation": self._saturation,
-            "attention_collapse": self._attention,
-            "rank_collapse": self._rank,
-        }
-        alerts = []
-        for kind in self.kinds:
-            for alert in checks[kind](stats):
-                alerts.append(Alert(kind=kind, step=step, epoch=epoch, hint=HINTS[kind], **alert))
-        return alerts
+    def persisting(self, condition: str, hits: Iterable[str]) -> list[str]:
+        """Advance the streaks of ``hits`` (all others reset); those that reached ``patience``."""
+        old = self._streaks[condition]
+        self._streaks[condition] = {key: old.get(key, 0) + 1 for key in hits}
+        return [key for key, n in self._streaks[condition].items() if n >= self.config.patience]
 
     def state_dict(self) -> dict[str, Any]:
         """Per condition, the number of consecutive probe steps it has held, by layer."""
-        return {"streaks": {family: dict(s) for family, s in self._streaks.items()}}
+        return {"streaks": {name: dict(s) for name, s in self._streaks.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        for family in _FAMILIES:
-            saved = state["streaks"].get(family, {})
-            self._streaks[family] = {key: int(n) for key, n in saved.items()}
+        for name in self.streaks:
+            saved = state["streaks"].get(name, {})
+            self._streaks[name] = {key: int(n) for key, n in saved.items()}
 
-    def _persisting(self, family: str, hits: Iterable[str]) -> list[str]:
-        """Advance the streaks of ``hits`` (all others reset); those that reached ``patience``."""
-        old = self._streaks[family]
-        self._streaks[family] = {key: old.get(key, 0) + 1 for key in hits}
-        return [key for key, n in self._streaks[family].items() if n >= self.config.patience]
 
-    def _dead_relu(self, stats: ProbeStats) -> list[dict[str, Any]]:
+class _ShareDetector(ProbeDetector):
+    """One alert for the layers whose share stayed above a threshold for ``patience``."""
+
+    def share_alert(
+        self,
+        step: int,
+        epoch: int | None,
+        hits: list[str],
+        shares: dict[str, float],
+        threshold: float,
+        describe: Callable[[str], str],
+        detail_key: str,
+    ) -> list[Alert]:
+        names = self.persisting(self.kind, hits)
+        if not names:
+            return []
+        worst = max(shares[n] for n in names)
+        return [
+            self.alert(
+                step,
+                epoch,
+                names,
+                worst,
+                threshold,
+                f"{_shown([describe(n) for n in names])} for {self.config.patience}+ probe steps",
+                severity="critical" if worst >= _EXTREME_SHARE else "warning",
+                **{detail_key: {n: shares[n] for n in names}},
+            )
+        ]
+
+
+class DeadReluDetector(_ShareDetector):
+    """A large share of ReLU units output zero for every sample."""
+
+    kind = "dead_relu"
+    hint = (
+        "Initialise with He (Kaiming) init and zero biases, lower the learning rate, or use "
+        "LeakyReLU/GELU so that silent units still get a gradient."
+    )
+    order = 10
+    streaks = ("dead_relu",)
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
         cfg = self.config
         hits = [
             name
             for name, share in stats.dead_relu.items()
             if stats.relu_rows[name] >= cfg.dead_relu_min_rows and share > cfg.dead_relu_threshold
         ]
-        return self._share_alert(
-            "dead_relu",
+        return self.share_alert(
+            step,
+            epoch,
             hits,
             stats.dead_relu,
             cfg.dead_relu_threshold,
@@ -151,15 +159,28 @@ class ProbeDetectors:
             "dead_share",
         )
 
-    def _saturation(self, stats: ProbeStats) -> list[dict[str, Any]]:
+
+class SaturationDetector(_ShareDetector):
+    """A large share of sigmoid/tanh activations sit in their flat tails."""
+
+    kind = "saturation"
+    hint = (
+        "Use Xavier/Glorot init, normalise the pre-activations (LayerNorm/BatchNorm), or use "
+        "ReLU-family activations in hidden layers."
+    )
+    order = 20
+    streaks = ("saturation",)
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
         cfg = self.config
         hits = [
             name
             for name, share in stats.saturation.items()
             if name not in stats.output_layers and share > cfg.saturation_threshold
         ]
-        return self._share_alert(
-            "saturation",
+        return self.share_alert(
+            step,
+            epoch,
             hits,
             stats.saturation,
             cfg.saturation_threshold,
@@ -167,33 +188,19 @@ class ProbeDetectors:
             "saturated_share",
         )
 
-    def _share_alert(
-        self,
-        family: str,
-        hits: list[str],
-        shares: dict[str, float],
-        threshold: float,
-        describe: Callable[[str], str],
-        detail_key: str,
-    ) -> list[dict[str, Any]]:
-        """One alert for the layers whose share stayed above ``threshold`` for ``patience``."""
-        names = self._persisting(family, hits)
-        if not names:
-            return []
-        worst = max(shares[n] for n in names)
-        return [
-            {
-                "severity": "critical" if worst >= _EXTREME_SHARE else "warning",
-                "layers": tuple(names),
-                "value": worst,
-                "threshold": threshold,
-                "message": f"{_shown([describe(n) for n in names])} for "
-                f"{self.config.patience}+ probe steps",
-                "details": {detail_key: {n: shares[n] for n in names}},
-            }
-        ]
 
-    def _attention(self, stats: ProbeStats) -> list[dict[str, Any]]:
+class AttentionCollapseDetector(ProbeDetector):
+    """Attention heads put almost all weight on one token (entropy collapse)."""
+
+    kind = "attention_collapse"
+    hint = (
+        "The attention logits are too large: check the 1/sqrt(head_dim) query-key scaling, add "
+        "QK-norm, and warm up the learning rate."
+    )
+    order = 30
+    streaks = ("attention_collapse",)
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
         cfg = self.config
         collapsed: dict[str, list[int]] = {}
         for name, entropy in stats.attention_entropy.items():
@@ -201,7 +208,7 @@ class ProbeDetectors:
             heads = np.flatnonzero(judged & (entropy < cfg.attention_entropy_threshold))
             if judged.any() and heads.size >= cfg.attention_head_share * judged.sum():
                 collapsed[name] = heads.tolist()
-        names = self._persisting("attention_collapse", collapsed)
+        names = self.persisting("attention_collapse", collapsed)
         if not names:
             return []
         lowest = min(float(np.nanmin(stats.attention_entropy[n])) for n in names)
@@ -216,21 +223,33 @@ class ProbeDetectors:
             len(collapsed[n]) == np.isfinite(stats.attention_entropy[n]).sum() for n in names
         )
         return [
-            {
-                "severity": "critical" if every_head else "warning",
-                "layers": tuple(names),
-                "value": lowest,
-                "threshold": cfg.attention_entropy_threshold,
-                "message": (
-                    f"attention on one token (normalised entropy < "
-                    f"{cfg.attention_entropy_threshold:g}): {_shown(parts)} "
-                    f"for {cfg.patience}+ probe steps"
-                ),
-                "details": {"heads": {n: collapsed[n] for n in names}},
-            }
+            self.alert(
+                step,
+                epoch,
+                names,
+                lowest,
+                cfg.attention_entropy_threshold,
+                f"attention on one token (normalised entropy < "
+                f"{cfg.attention_entropy_threshold:g}): {_shown(parts)} "
+                f"for {cfg.patience}+ probe steps",
+                severity="critical" if every_head else "warning",
+                heads={n: collapsed[n] for n in names},
+            )
         ]
 
-    def _rank(self, stats: ProbeStats) -> list[dict[str, Any]]:
+
+class RankCollapseDetector(ProbeDetector):
+    """Token representations collapse towards rank one through the depth of a transformer."""
+
+    kind = "rank_collapse"
+    hint = (
+        "Give every block a residual connection with normalisation before attention (pre-norm); "
+        "stacked attention without skips averages the tokens together."
+    )
+    order = 40
+    streaks = ("rank_collapsed", "rank_depth")
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
         cfg = self.config
         ranks = {
             name: rank
@@ -250,41 +269,94 @@ class ProbeDetectors:
             observed, fitted = profile[-1] / profile[0], 10.0 ** (slope * (len(names) - 1))
             if observed < cfg.rank_decay_ratio and fitted < cfg.rank_decay_ratio:
                 decays[parent] = (names, observed, 10.0**slope)
-        collapsed = self._persisting("rank_collapsed", low)
-        decaying = [decays[parent] for parent in self._persisting("rank_depth", decays)]
+        collapsed = self.persisting("rank_collapsed", low)
+        decaying = [decays[parent] for parent in self.persisting("rank_depth", decays)]
         alerts = []
         if collapsed:
             lowest = min(ranks[n] for n in collapsed)
             extreme = lowest - 1.0 < (cfg.rank_collapse_threshold - 1.0) / 5
             parts = [f"{n} {ranks[n]:.2f}" for n in collapsed]
             alerts.append(
-                {
-                    "severity": "critical" if extreme else "warning",
-                    "layers": tuple(collapsed),
-                    "value": lowest,
-                    "threshold": cfg.rank_collapse_threshold,
-                    "message": (
-                        f"tokens collapsed to one vector (effective rank < "
-                        f"{cfg.rank_collapse_threshold:g} of {stats.block_tokens[collapsed[0]]} "
-                        f"tokens) after {_shown(parts)} for {cfg.patience}+ probe steps"
-                    ),
-                    "details": {"variant": "collapsed", "effective_rank": lowest},
-                }
+                self.alert(
+                    step,
+                    epoch,
+                    collapsed,
+                    lowest,
+                    cfg.rank_collapse_threshold,
+                    f"tokens collapsed to one vector (effective rank < "
+                    f"{cfg.rank_collapse_threshold:g} of {stats.block_tokens[collapsed[0]]} "
+                    f"tokens) after {_shown(parts)} for {cfg.patience}+ probe steps",
+                    severity="critical" if extreme else "warning",
+                    variant="collapsed",
+                    effective_rank=lowest,
+                )
             )
         for names, observed, factor in decaying:
             alerts.append(
-                {
-                    "severity": "warning",
-                    "layers": tuple(names),
-                    "value": observed,
-                    "threshold": cfg.rank_decay_ratio,
-                    "message": (
-                        f"effective rank falls from {ranks[names[0]]:.2f} after {names[0]} to "
-                        f"{ranks[names[-1]]:.2f} after {names[-1]} (ratio {observed:.2f} < "
-                        f"{cfg.rank_decay_ratio:g}, x{factor:.2f} per block) "
-                        f"for {cfg.patience}+ probe steps"
-                    ),
-                    "details": {"variant": "depth", "per_block_factor": factor},
-                }
+                self.alert(
+                    step,
+                    epoch,
+                    names,
+                    observed,
+                    cfg.rank_decay_ratio,
+                    f"effective rank falls from {ranks[names[0]]:.2f} after {names[0]} to "
+                    f"{ranks[names[-1]]:.2f} after {names[-1]} (ratio {observed:.2f} < "
+                    f"{cfg.rank_decay_ratio:g}, x{factor:.2f} per block) "
+                    f"for {cfg.patience}+ probe steps",
+                    variant="depth",
+                    per_block_factor=factor,
+                )
             )
         return alerts
+
+
+class ProbeDetectors:
+    """Turns probe statistics into alerts: every registered probe detector, in kind order.
+
+    See the module docstring for the conditions.
+
+    Args:
+        config: thresholds (defaults: :class:`ProbeConfig`).
+        disable: alert kinds not to detect.
+
+    Raises:
+        ValueError: for an unknown kind in ``disable``.
+    """
+
+    def __init__(self, config: ProbeConfig | None = None, disable: Iterable[str] = ()) -> None:
+        classes = detector_classes("probe")
+        disable = check_kinds(disable, tuple(cls.kind for cls in classes))
+        self.config = config or ProbeConfig()
+        self.detectors: list[ProbeDetector] = [
+            cls(self.config) for cls in classes if cls.kind not in disable
+        ]
+        self.kinds = tuple(d.kind for d in self.detectors)
+
+    def update(self, step: int, epoch: int | None, stats: ProbeStats) -> list[Alert]:
+        """Alerts seen at this probe step (empty if none).
+
+        Args:
+            step: the optimizer step of the probe.
+            epoch: the current epoch, if known.
+            stats: what :meth:`ActivationProbes.collect` returned for this probe step.
+        """
+        return [alert for d in self.detectors for alert in d.update(step, epoch, stats)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each detector's state, by kind."""
+        return {d.kind: d.state_dict() for d in self.detectors}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (or the streaks alone, as saved before)."""
+        if set(state) == {"streaks"}:  # one dict of streaks for every kind
+            state = {d.kind: state for d in self.detectors}
+        for detector in self.detectors:
+            if detector.kind in state:
+                detector.load_state_dict(state[detector.kind])
+
+
+def __getattr__(name: str) -> Any:
+    """``PROBE_ALERT_KINDS``: the registered probe detectors' kinds, read when asked for."""
+    if name == "PROBE_ALERT_KINDS":
+        return alert_kinds("probe")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
