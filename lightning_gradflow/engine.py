@@ -50,7 +50,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,6 @@ from lightning_gradflow.core.collector import GradientCollector, StepRecord
 from lightning_gradflow.core.compiled import eager_forward
 from lightning_gradflow.core.detector import alert_kinds
 from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
-from lightning_gradflow.core.flow import fit_depth_profile
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import (
     GRANULARITIES,
@@ -72,7 +71,7 @@ from lightning_gradflow.core.layers import (
     Layer,
     group_parameters,
 )
-from lightning_gradflow.core.nan_origin import NonfiniteOrigin, locate_nonfinite_origin
+from lightning_gradflow.core.nan_origin import NonfiniteOrigin, diagnose_without_side_effects
 from lightning_gradflow.core.probes import (
     ActivationProbes,
     ProbeConfig,
@@ -80,6 +79,7 @@ from lightning_gradflow.core.probes import (
     ProbeStats,
 )
 from lightning_gradflow.core.sinks import GradFlowWarning, Sink, Sinks
+from lightning_gradflow.core.summary import RunSummary
 from lightning_gradflow.core.validation import (
     as_config,
     check_choice,
@@ -145,48 +145,6 @@ class _Plan:
 
     log: bool
     plot: bool
-
-
-_PER_LAYER = ("log_sum", "log_count", "grad_steps", "zero_steps")
-
-
-@dataclass
-class _Summary:
-    """Per-layer sums over the run, kept by layer name: log10 norms of the finite non-zero
-    gradients, their count, steps with a gradient and, of those, steps where it was exactly 0."""
-
-    names: list[str] = field(default_factory=list)
-    log_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    log_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    zero_steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    max_total: float = float("nan")
-    nonfinite_steps: int = 0
-
-    def remap(self, names: list[str]) -> None:
-        index = {n: i for i, n in enumerate(self.names)}
-        for key in _PER_LAYER:
-            old = getattr(self, key)
-            new = [old[index[n]] if n in index else 0.0 for n in names]
-            setattr(self, key, np.asarray(new, dtype=np.float64))
-        self.names = list(names)
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {key: getattr(self, key).tolist() for key in _PER_LAYER}
-        state.update(
-            layers=list(self.names),
-            max_total=self.max_total,
-            nonfinite_steps=self.nonfinite_steps,
-        )
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.names = list(state["layers"])
-        for key in _PER_LAYER:
-            default = np.zeros(len(self.names))
-            setattr(self, key, np.asarray(state.get(key, default), dtype=np.float64))
-        self.max_total = float(state["max_total"])
-        self.nonfinite_steps = int(state["nonfinite_steps"])
 
 
 class GradFlowEngine:
@@ -286,8 +244,7 @@ class GradFlowEngine:
         self._rerun: Callable[[], object] | None = None
         self._batch: Any = None
         self._nan_origins: dict[int, NonfiniteOrigin | None] = {}
-        self._band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._summary = _Summary()
+        self._summary = RunSummary()
         self._deferred: Action = "warn"
         self.stop_kinds: list[str] = []
 
@@ -493,22 +450,7 @@ class GradFlowEngine:
             >>> GradFlowEngine().gradient_summary()["first_last_ratio"] is None
             True
         """
-        summary = self._summary
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = summary.log_sum / summary.log_count
-            zero_share = summary.zero_steps / summary.grad_steps
-            means[zero_share >= 0.5] = np.nan
-        fit = fit_depth_profile(10.0**means)
-        return {
-            "layers": list(summary.names),
-            "mean_log10_norm": [None if not np.isfinite(m) else float(m) for m in means],
-            "zero_grad_share": [None if not np.isfinite(z) else float(z) for z in zero_share],
-            "first_last_ratio": None if fit is None else fit.first_last_ratio,
-            "gamma": None if fit is None else fit.gamma,
-            "grad_norm_max": summary.max_total if np.isfinite(summary.max_total) else None,
-            "nonfinite_grad_steps": summary.nonfinite_steps,
-            "alert_counts": self.alert_counts,
-        }
+        return {**self._summary.as_dict(), "alert_counts": self.alert_counts}
 
     def state_dict(self) -> dict[str, Any]:
         """Detector windows, alert counts and cooldowns, clocks and the run summary."""
@@ -606,7 +548,7 @@ class GradFlowEngine:
             action = self._handle(self._collector.flush(), StepInfo(self._captured_step()))
             self._deferred = "stop" if action == "stop" else self._deferred
         self._collector = None
-        self._band = None
+        self._summary.band = None
         return self._ensure_collector(model)
 
     def _captured_step(self) -> int:
@@ -623,20 +565,7 @@ class GradFlowEngine:
             return
         if self._collector.last_step_is_finite():
             return
-        model = self._model
-        if any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()):
-            return  # its forward is a collective: a re-run stopped early could hang the ranks
-        buffers = [b.detach().clone() for b in model.buffers()]
-        devices = [b.device for b in buffers if b.device.type == "cuda"][:1]
-        try:
-            with torch.random.fork_rng(devices=devices), eager_forward():
-                origin = locate_nonfinite_origin(model, rerun, inputs=self._batch)
-        except Exception:  # a diagnosis must never break the run it diagnoses
-            origin = None
-        finally:
-            with torch.no_grad():
-                for buffer, saved in zip(model.buffers(), buffers, strict=True):
-                    buffer.copy_(saved)
+        origin = diagnose_without_side_effects(self._model, rerun, inputs=self._batch)
         self._nan_origins[step] = origin
 
     def _handle_probes(self, epoch: int | None, all_ranks: bool = True) -> list[Alert]:
@@ -673,7 +602,7 @@ class GradFlowEngine:
         )
         fresh: list[Alert] = list(probe_alerts)
         for record, plan in zip(records, plans, strict=True):
-            self._update_summary(record)
+            self._summary.update(record)
             alerts = [self._with_origin(a) for a in self._detectors.update(record, ctx)]
             announced = self._manager.submit(alerts)
             fresh += announced
@@ -723,27 +652,6 @@ class GradFlowEngine:
         self.stop_kinds = sorted({a.kind for a in fresh if self._manager.action_of(a) == "stop"})
         return "stop"
 
-    def _update_summary(self, record: StepRecord) -> None:
-        summary = self._summary
-        norms = np.where(np.isfinite(record.layer_norms), record.layer_norms, np.nan)
-        usable = np.isfinite(norms) & (norms > 0)
-        summary.log_sum[usable] += np.log10(norms[usable])
-        summary.log_count[usable] += 1
-        summary.grad_steps[record.has_grad] += 1
-        summary.zero_steps[record.has_grad & (record.layer_norms == 0)] += 1
-        nonfinite = np.zeros(len(norms), dtype=bool)
-        nonfinite[record.nonfinite_layers] = True
-        if nonfinite.any():
-            summary.nonfinite_steps += 1
-        elif np.isfinite(record.total_norm):
-            summary.max_total = float(np.fmax(summary.max_total, record.total_norm))
-        if self._band is None:
-            self._band = (norms.copy(), norms.copy(), nonfinite)
-            return
-        low, high, bad = self._band
-        with np.errstate(invalid="ignore"):
-            self._band = (np.fmin(low, norms), np.fmax(high, norms), bad | nonfinite)
-
     def _log_scalars(self, record: StepRecord, multi: bool) -> None:
         suffix = f"_optimizer{record.optimizer_index}" if multi else ""
         metrics: dict[str, float] = {
@@ -792,7 +700,7 @@ class GradFlowEngine:
             return
         from lightning_gradflow.writers.flow_figure import render_gradient_flow
 
-        low, high, bad = self._band if self._band is not None else (None, None, None)
+        low, high, bad = self._summary.take_band()
         image = render_gradient_flow(
             [layer.name for layer in self.layers],
             record.layer_norms,
@@ -801,5 +709,4 @@ class GradFlowEngine:
             record.step,
             nonfinite=bad,
         )
-        self._band = None
         self._outputs.image(record.step, "grad_flow", image)

@@ -34,6 +34,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from lightning_gradflow.core.compiled import eager_forward
+
 
 @dataclass(frozen=True)
 class NonfiniteOrigin:
@@ -144,3 +146,29 @@ def locate_nonfinite_origin(
             pass
         op = mode.op
     return NonfiniteOrigin(names[module], type(module).__name__, op, bad)
+
+
+def diagnose_without_side_effects(
+    model: nn.Module, run_forward: Callable[[], object], inputs: Any = None
+) -> NonfiniteOrigin | None:
+    """:func:`locate_nonfinite_origin` inside a training run, leaving the run as it was.
+
+    The random state (CPU and the model's CUDA device) and the model's buffers (BatchNorm
+    statistics) are restored afterwards, compiled code runs eagerly so the hooks fire, and any
+    error of the re-run gives ``None``: a diagnosis must never break the run it diagnoses.
+    Models with ``SyncBatchNorm`` are not re-run (its forward is a collective, and a re-run that
+    stops early on one rank would leave the others waiting).
+    """
+    if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        return None
+    buffers = [b.detach().clone() for b in model.buffers()]
+    devices = [b.device for b in buffers if b.device.type == "cuda"][:1]
+    try:
+        with torch.random.fork_rng(devices=devices), eager_forward():
+            return locate_nonfinite_origin(model, run_forward, inputs=inputs)
+    except Exception:
+        return None
+    finally:
+        with torch.no_grad():
+            for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
