@@ -8,9 +8,9 @@ and the baselines the alternatives: a small p-value means a baseline beats it), 
 Mincer–Zarnowitz R², alerts by kind, the first/last-layer gradient-norm ratio and γ, the largest raw
 and applied gradient norms and the wall time; the baselines on the same test split follow (once per
 data set). A configuration is labelled by the overrides that differ between the runs
-(``model=lstm``, ``model.depth=20`` ...) except ``seed=``: runs that differ only in their seed form
-one row, ``mean ± sd`` over the seeds (``seeds`` says how many; sd with ``n - 1``). Rolling-origin
-runs report pooled test losses.
+(``model=lstm``, ``model.net.depth=20`` ...) except ``seed=``: runs that differ only in their seed
+form one row, ``mean ± sd`` over the seeds (``seeds`` says how many; sd with ``n - 1``).
+Rolling-origin runs report pooled test losses.
 
 Usage:
     python -m recipes.compare <sweep dir>     # writes comparison.md / comparison.csv there

@@ -187,11 +187,11 @@ def _trained_model(job: Path, metrics: dict[str, Any]) -> tuple[Any, Any]:
     import recipes  # noqa: F401  (the gf.* resolvers of the saved config)
 
     cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-    model = instantiate(cfg.model, _convert_="all")
+    model = instantiate(cfg.model.net, _convert_="all")
     checkpoint = metrics["training"].get("best_checkpoint")
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        prefix = "model."  # the forecaster's network; its own buffers (target_loc ...) stay
+        prefix = "net."  # the forecaster's network; its own buffers (target_loc ...) stay
         model.load_state_dict(
             {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         )

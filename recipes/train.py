@@ -68,7 +68,8 @@ def _run_info(cfg: DictConfig) -> dict[str, Any]:
             sweep_dir=str(hc.sweep.dir) if multirun else None,
         )
     else:  # called with a composed config, without @hydra.main
-        info.update(model=cfg.model.get("name"), data=cfg.data.get("source"), overrides=[])
+        net = str(cfg.model.net.get("_target_", ""))
+        info.update(model=net.rsplit(".", 1)[-1], data=cfg.data.get("source"), overrides=[])
     return info
 
 
@@ -178,8 +179,7 @@ def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] 
 
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model, _convert_="all")
-    forecaster = instantiate(cfg.forecaster, model=model)
+    forecaster = instantiate(cfg.model, _convert_="all")
     summary = RunSummary(output_dir, config=OmegaConf.to_container(cfg, resolve=True))
     callbacks = [*instantiate_group(cfg.get("callbacks")), summary]
     loggers = instantiate_group(cfg.get("logger"))
@@ -518,13 +518,36 @@ def _gradient_report(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def optimized_metric(cfg: DictConfig, metrics: Mapping[str, Any] | None) -> float | None:
+    """The value at ``cfg.optimized_metric`` (a dotted path such as ``test.qlike``) in the
+    metrics of :func:`train`; ``None`` without metrics (other ranks), path or value there.
+
+    Example:
+        >>> cfg = OmegaConf.create({"optimized_metric": "test.qlike"})
+        >>> optimized_metric(cfg, {"test": {"qlike": 0.5}}), optimized_metric(cfg, {"test": {}})
+        (0.5, None)
+    """
+    path = cfg.get("optimized_metric")
+    if not metrics or not path:
+        return None
+    value: Any = metrics
+    for key in str(path).split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            log.warning("optimized_metric %s is not in this run's metrics", path)
+            return None
+        value = value[key]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        log.warning("optimized_metric %s is %r, not a number", path, value)
+        return None
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the test QLIKE (for sweepers that minimise it)."""
-    metrics = train(cfg)
-    if not metrics:
-        return None
-    return metrics["test"].get("qlike")
+    """Hydra entry point; returns ``cfg.optimized_metric`` of the run (for sweepers that
+    minimise it, e.g. Optuna), ``None`` on the ranks other than zero."""
+    return optimized_metric(cfg, train(cfg))
 
 
 if __name__ == "__main__":

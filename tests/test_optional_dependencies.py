@@ -22,7 +22,7 @@ import csv, tempfile, warnings
 from pytorch_lightning.loggers import CSVLogger
 import lightning_gradflow
 from lightning_gradflow import GradFlowMonitor
-from recipes.volatility import VolatilityDataModule, build_model
+from recipes.volatility import LSTM, VolatilityDataModule
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 root = tempfile.mkdtemp()
 monitor = GradFlowMonitor(log_every_n_steps=1, plot_every_n_steps=1, histogram_every_n_steps=1)
@@ -33,7 +33,7 @@ rows = list(csv.DictReader(open(logger.log_dir + "/metrics.csv")))
 assert sum(bool(r.get("grad_norm/total")) for r in rows) == 3, rows
 dm = VolatilityDataModule("garch_sim", sim_days=2500)
 dm.setup("fit")
-build_model("lstm", input_dim=dm.num_features, window=dm.window)
+LSTM(input_dim=dm.num_features)
 try:
     VolatilityDataModule("sp500").setup("fit")
 except ImportError as error:

@@ -4,9 +4,9 @@ Imports without Hydra; ``arch`` and ``pandas`` (the ``recipes`` extra) are neede
 S&P 500 / NASDAQ data and to fit GARCH.
 
 Example:
-    >>> from recipes.volatility import VolatilityDataModule, build_model
+    >>> from recipes.volatility import Transformer, VolatilityDataModule
     >>> dm = VolatilityDataModule("garch_sim")
-    >>> model = build_model("transformer", input_dim=dm.num_features, window=dm.window)
+    >>> model = Transformer(input_dim=dm.num_features, window=dm.window)
 """
 
 from recipes.volatility.baselines import (
@@ -36,11 +36,9 @@ from recipes.volatility.metrics import (
 from recipes.volatility.models import (
     LSTM,
     MLP,
-    MODELS,
     ResidualMLP,
     Transformer,
     VanillaRNN,
-    build_model,
 )
 from recipes.volatility.significance import (
     DMResult,
@@ -63,7 +61,6 @@ __all__ = [
     "FEATURES",
     "LSTM",
     "MLP",
-    "MODELS",
     "OHLC",
     "SOURCES",
     "DMResult",
@@ -77,7 +74,6 @@ __all__ = [
     "VolatilityDataModule",
     "VolatilityForecaster",
     "baseline_forecasts",
-    "build_model",
     "daily_series",
     "diebold_mariano",
     "evaluate_baselines",

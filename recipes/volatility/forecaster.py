@@ -1,17 +1,24 @@
 """Lightning wrapper that trains any forecasting network and scores it like the baselines.
 
+The optimizer and the scheduler come in as factories, the way Hydra's ``_partial_: true`` builds
+them (lightning-hydra-template): the module calls them with its parameters and its optimizer.
+
 Example:
+    >>> from functools import partial
     >>> from recipes.volatility.models import LSTM
-    >>> forecaster = VolatilityForecaster(LSTM(3, hidden=8), optimizer="adamw", lr=3e-3)
-    >>> forecaster.hparams.optimizer
-    'adamw'
+    >>> forecaster = VolatilityForecaster(
+    ...     LSTM(3, hidden=8), optimizer=partial(torch.optim.AdamW, lr=3e-3)
+    ... )
+    >>> type(forecaster.configure_optimizers()).__name__
+    'AdamW'
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -24,9 +31,14 @@ from recipes.volatility.data import VolatilityDataModule
 from recipes.volatility.metrics import evaluate_forecast, qlike
 from recipes.volatility.validation import check_choice, fail
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine")
 LOSSES = ("mse", "qlike")
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+# the default optimizer: what conf/model/optimizer/adam.yaml builds
+ADAM: OptimizerFactory = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
 def qlike_loss(log_target: torch.Tensor, log_forecast: torch.Tensor) -> torch.Tensor:
@@ -56,8 +68,59 @@ def _check_real(name: str, value: object, allowed: str, ok: Callable[[float], bo
         fail(name, value, allowed)
 
 
+def _check_factories(net: nn.Module, optimizer: object, scheduler: object) -> None:
+    """Fail at construction, not at ``fit``: callables, a learning rate and weight decay that are
+    numbers (Hydra passes ``model.optimizer.lr=abc`` as a string), and an optimizer (then a
+    scheduler on it) that builds on ``net``'s parameters.
+
+    Example:
+        >>> from functools import partial
+        >>> _check_factories(nn.Linear(1, 1), partial(torch.optim.SGD, lr=0), None)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr=0 is not allowed: expected a positive number
+        >>> _check_factories(nn.Linear(1, 1), partial(torch.optim.SGD, momentum=-1), None)
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer=functools.partial(...) is not allowed: ...Invalid momentum value: -1)
+    """
+    if not callable(optimizer):
+        fail("optimizer", optimizer, "a callable params -> torch.optim.Optimizer (_partial_: true)")
+    if scheduler is not None and not callable(scheduler):
+        fail(
+            "scheduler", scheduler, "null or a callable optimizer -> LRScheduler (_partial_: true)"
+        )
+    keywords = optimizer.keywords if isinstance(optimizer, functools.partial) else {}
+    if "lr" in keywords:
+        _check_real("lr", keywords["lr"], "a positive number", lambda v: v > 0)
+    if "weight_decay" in keywords:
+        _check_real(
+            "weight_decay", keywords["weight_decay"], "a non-negative number", lambda v: v >= 0
+        )
+    try:
+        trial = optimizer(net.parameters())
+    except (TypeError, ValueError) as err:
+        fail(
+            "optimizer",
+            optimizer,
+            f"a factory that builds on the network's parameters ({type(err).__name__}: {err})",
+        )
+    if not isinstance(trial, torch.optim.Optimizer):
+        fail("optimizer", optimizer, f"a torch.optim.Optimizer, not {type(trial).__name__}")
+    if scheduler is not None:
+        try:
+            scheduler(trial)
+        except (TypeError, ValueError) as err:
+            fail(
+                "scheduler",
+                scheduler,
+                f"a factory that builds on the optimizer ({type(err).__name__}: {err})",
+            )
+
+
 class VolatilityForecaster(pl.LightningModule):
-    """Train ``model`` on log-variance targets; at test time score variance forecasts.
+    """Train ``net`` on log-variance targets; at test time score variance forecasts.
 
     The batch target is the (optionally z-scored) log Parkinson target of a
     :class:`VolatilityDataModule`; ``setup`` reads its ``target_affine`` to map outputs back to
@@ -68,36 +131,37 @@ class VolatilityForecaster(pl.LightningModule):
     in ``test_predictions``. Testing assumes a single device (predictions are not gathered).
 
     Args:
-        model: maps ``(batch, window, features)`` to ``(batch,)``.
-        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
-        lr: learning rate.
-        weight_decay: weight decay.
-        scheduler: ``none`` or ``cosine`` (per step, over ``trainer.estimated_stepping_batches``).
+        net: maps ``(batch, window, features)`` to ``(batch,)``.
+        optimizer: called with the parameters, returns the optimizer, e.g.
+            ``functools.partial(torch.optim.Adam, lr=1e-3)`` (Hydra: ``_partial_: true``).
+        scheduler: ``None`` or called with the optimizer, returns an ``LRScheduler`` stepped per
+            epoch (``ReduceLROnPlateau`` watches ``val/loss``).
         loss: ``mse`` on the batch target or ``qlike`` on the variance scale.
 
     Raises:
-        ValueError: for an unknown optimizer, scheduler or loss; an ``lr`` that is not a
-            positive finite number or a ``weight_decay`` that is not a non-negative finite one
-            (strings such as Hydra's ``forecaster.lr=abc`` included), named with its value.
+        ValueError: for an unknown loss; an optimizer or scheduler that is not callable; an
+            ``lr`` keyword that is not a positive finite number or a ``weight_decay`` one that is
+            not a non-negative finite one (strings such as Hydra's ``model.optimizer.lr=abc``
+            included); an optimizer that torch refuses to build on ``net``'s parameters (or a
+            scheduler on that optimizer), named with its value and torch's reason.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        scheduler: str = "none",
+        net: nn.Module,
+        optimizer: OptimizerFactory = ADAM,
+        scheduler: SchedulerFactory | None = None,
         loss: str = "mse",
     ) -> None:
         super().__init__()
-        check_choice("optimizer", optimizer, OPTIMIZERS)
-        check_choice("scheduler", scheduler, SCHEDULERS)
         check_choice("loss", loss, LOSSES)
-        _check_real("lr", lr, "a positive number", lambda v: v > 0)
-        _check_real("weight_decay", weight_decay, "a non-negative number", lambda v: v >= 0)
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
+        _check_factories(net, optimizer, scheduler)
+        # the factories stay out of hparams (and so out of checkpoints, which torch.load reads
+        # with weights_only=True): the run's config holds them
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.register_buffer("target_loc", torch.tensor(0.0))
         self.register_buffer("target_scale", torch.tensor(1.0))
         self.register_buffer("residual_var", torch.tensor(float("nan")))
@@ -106,7 +170,7 @@ class VolatilityForecaster(pl.LightningModule):
         self._test_outputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.net(x)
 
     def to_log(self, output: torch.Tensor) -> torch.Tensor:
         """Map model outputs (batch-target scale) to log-variance forecasts."""
@@ -179,15 +243,11 @@ class VolatilityForecaster(pl.LightningModule):
             self.log(f"test/{name}", value)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        params = self.model.parameters()
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        else:
-            cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-            opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return opt
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }

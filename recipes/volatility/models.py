@@ -6,17 +6,15 @@ textbook vanishing-gradient network; ``ResidualMLP`` is the same with skip conne
 
 Example:
     >>> import torch
-    >>> model = build_model("mlp", input_dim=3, window=22, depth=2, width=8)
+    >>> model = MLP(input_dim=3, window=22, depth=2, width=8)
     >>> tuple(model(torch.zeros(4, 22, 3)).shape)
     (4,)
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import OrderedDict
-from typing import Any
 
 import torch
 from torch import nn
@@ -368,32 +366,3 @@ class VanillaRNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
         return self.head(out[:, -1]).squeeze(-1)
-
-
-MODELS: dict[str, type[nn.Module]] = {
-    "mlp": MLP,
-    "resnet": ResidualMLP,
-    "transformer": Transformer,
-    "lstm": LSTM,
-    "rnn": VanillaRNN,
-}
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate a model from ``MODELS`` by name.
-
-    ``window`` is passed only to the models that need it (the MLPs and the transformer), so one
-    call builds any of them from the same data settings.
-
-    Raises:
-        ValueError: for an unknown name (or an invalid argument of the model).
-
-    Example:
-        >>> type(build_model("lstm", input_dim=3, hidden=4)).__name__
-        'LSTM'
-    """
-    check_choice("name", name, MODELS)
-    cls = MODELS[name]
-    if "window" not in inspect.signature(cls).parameters:
-        kwargs.pop("window", None)
-    return cls(**kwargs)

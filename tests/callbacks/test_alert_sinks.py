@@ -39,7 +39,7 @@ def test_every_sink_gets_the_alert_once(tmp_path, monkeypatch):
     [line] = (tmp_path / "tb" / "version_0" / "gradflow_alerts.jsonl").read_text().splitlines()
     record = json.loads(line)
     assert record["kind"] == "vanishing" and record["step"] == 9 and record["count"] == 1
-    assert record["layers"][0] == "model.layers.linear1" and record["hint"]
+    assert record["layers"][0] == "net.layers.linear1" and record["hint"]
 
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"tensors": 0})
     events.Reload()

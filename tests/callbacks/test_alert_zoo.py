@@ -31,7 +31,7 @@ def test_sigmoid_stack_vanishes_within_the_first_steps(runs):
     assert alert.step <= 10
     assert alert.details["gamma"] < 1
     assert alert.details["first_last_ratio"] < 1e-3
-    assert alert.layers[0] == "model.layers.linear1"
+    assert alert.layers[0] == "net.layers.linear1"
     assert "γ =" in alert.message
 
 
@@ -40,7 +40,7 @@ def test_rnn_explodes_with_depth_before_any_nonfinite_loss(runs):
     alert = _first(run, "exploding")
     assert alert.details["variant"] == "depth"
     assert alert.details["gamma"] > 1
-    assert alert.layers[0] == "model.rnn"
+    assert alert.layers[0] == "net.rnn"
     if run.first_nonfinite_loss is not None:
         assert alert.step < run.first_nonfinite_loss
 
@@ -49,9 +49,9 @@ def test_nan_names_the_layer_it_came_from(runs):
     run = runs["ReLU MLP, NaN gradient in layers.linear3 at step 25"]
     alert = _first(run, "nonfinite")
     assert alert.step == 25
-    assert alert.details["origin"] == "model.layers.linear3"
-    assert alert.layers == ("model.layers.linear3",)
-    assert "model.layers.linear3 (the output-most affected layer)" in alert.message
+    assert alert.details["origin"] == "net.layers.linear3"
+    assert alert.layers == ("net.layers.linear3",)
+    assert "net.layers.linear3 (the output-most affected layer)" in alert.message
     assert run.monitor.alert_counts["nonfinite"] > 1  # every later step counted ...
     assert sum(a.kind == "nonfinite" for a in run.monitor.alerts) == 1  # ... announced once
 
@@ -77,11 +77,11 @@ def test_a_first_step_that_wrecks_the_layers_is_flagged_at_once(runs):
     alert = _first(run, "exploding")
     assert (alert.step, alert.details["variant"], alert.details["measured"]) == (0, "update", True)
     assert alert.severity == "critical" and alert.value > 1e3 and alert.threshold == 10
-    assert alert.layers[0] == "model.layers.linear1"
+    assert alert.layers[0] == "net.layers.linear1"
     assert "learning-rate" in alert.hint
     dead = _first(run, "vanishing")
     assert (dead.step, dead.details["variant"]) == (10, "dead")  # zero on steps 1..10
-    assert dead.layers == ("model.layers.linear1",)
+    assert dead.layers == ("net.layers.linear1",)
     summary = run.monitor.gradient_summary()
     assert summary["zero_grad_share"][0] > 0.9 and summary["zero_grad_share"][-1] == 0
     assert summary["mean_log10_norm"][:4] == [None] * 4  # typically zero, not "huge"
@@ -100,5 +100,5 @@ def test_inputs_that_saturate_a_layer_for_good_make_it_dead(runs):
     run = runs["tanh MLP, unnormalised inputs (x1e8) from step 20"]
     alert = _first(run, "vanishing")
     assert (alert.step, alert.details["variant"]) == (29, "dead")  # zero on steps 20..29
-    assert alert.layers == ("model.layers.linear1",)
+    assert alert.layers == ("net.layers.linear1",)
     assert "saturated" in alert.hint

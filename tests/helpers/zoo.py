@@ -15,13 +15,33 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from lightning_gradflow import GradFlowMonitor
-from recipes.volatility import VolatilityDataModule, VolatilityForecaster, build_model
+from recipes.volatility import (
+    LSTM,
+    MLP,
+    ResidualMLP,
+    Transformer,
+    VanillaRNN,
+    VolatilityDataModule,
+    VolatilityForecaster,
+)
+
+# the networks the cases name (test data: the recipes themselves name classes in conf/model)
+NETS: dict[str, type[torch.nn.Module]] = {
+    "mlp": MLP,
+    "resnet": ResidualMLP,
+    "transformer": Transformer,
+    "lstm": LSTM,
+    "rnn": VanillaRNN,
+}
+# SGD as the zoo trains it (conf/model/optimizer/sgd.yaml)
+SGD = partial(torch.optim.SGD, momentum=0.9)
 
 
 class LossRecorder(pl.Callback):
@@ -94,7 +114,7 @@ class ZooRun:
 
 @dataclass
 class ZooCase:
-    """A model, its training settings and what the monitor should say about it."""
+    """A network (a key of ``NETS``), its training settings and what the monitor should say."""
 
     name: str
     model: str
@@ -104,7 +124,7 @@ class ZooCase:
     window: int = 22
     steps: int = 40
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam  # called with params, lr
     batch_size: int = 64
     gradient_clip_val: float | None = None
     callbacks: Callable[[], list[pl.Callback]] = field(default=lambda: [])
@@ -124,10 +144,12 @@ class ZooCase:
         data = VolatilityDataModule(
             "garch_sim", window=self.window, batch_size=self.batch_size, sim_days=2500, seed=seed
         )
-        model = build_model(
-            self.model, input_dim=data.num_features, window=data.window, **self.model_kwargs
-        )
-        forecaster = VolatilityForecaster(model, optimizer=self.optimizer, lr=self.lr)
+        net_cls = NETS[self.model]
+        kwargs = dict(self.model_kwargs, input_dim=data.num_features)
+        if net_cls in (MLP, ResidualMLP, Transformer):  # the networks that take the window
+            kwargs["window"] = data.window
+        optimizer = partial(self.optimizer, lr=self.lr)
+        forecaster = VolatilityForecaster(net_cls(**kwargs), optimizer=optimizer)
         monitor_kwargs = dict(
             log_every_n_steps=1, histogram_every_n_steps=None, plot_every_n_steps=None
         )
@@ -182,7 +204,7 @@ PATHOLOGICAL = [
         RELU_MLP,
         {"nonfinite"},
         steps=30,
-        callbacks=lambda: [NanGradientAt(25, "model.layers.linear3")],
+        callbacks=lambda: [NanGradientAt(25, "net.layers.linear3")],
     ),
     ZooCase(
         "LSTM clipped at gradient_clip_val=1e-4",
@@ -206,7 +228,7 @@ PATHOLOGICAL = [
         TANH_MLP,
         {"exploding", "vanishing"},
         steps=30,
-        optimizer="sgd",
+        optimizer=SGD,
         lr=1e-2,
         callbacks=lambda: [ScaleBatchAt(range(1), part=1, factor=1e6)],
     ),
@@ -216,7 +238,7 @@ PATHOLOGICAL = [
         TANH_MLP,
         {"exploding", "vanishing"},
         steps=12,
-        optimizer="sgd",
+        optimizer=SGD,
         lr=1e-2,
         callbacks=lambda: [ScaleBatchAt(range(1), part=1, factor=1e6)],
         monitor_kwargs={"log_update_ratios": False},

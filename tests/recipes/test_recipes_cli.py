@@ -104,9 +104,9 @@ def test_ddp_two_cpu_processes_one_run_dir_alerts_once(tmp_path, cwd):
     ("override", "messages"),
     [
         ("model=nope", ["Could not find 'model/nope'", "lstm", "transformer_prenorm"]),
-        ("model.depth=-1", ["Error in call to target", "depth=-1 is not allowed; need > 0"]),
+        ("model.net.depth=-1", ["Error in call to target", "depth=-1 is not allowed; need > 0"]),
         (
-            "forecaster.lr=abc",
+            "model.optimizer.lr=abc",
             ["VolatilityForecaster", "lr='abc' is not allowed: expected a positive number"],
         ),
     ],
@@ -157,3 +157,36 @@ def test_a_job_raised_by_the_monitor_is_a_failed_row_and_still_fails(tmp_path, c
     table = (sweep / "comparison.md").read_text()
     assert "| model=mlp_vanilla | 1 | failed |" in table and "(2 runs," in table
     assert "Run FAILED (garch_sim, mlp_vanilla)" in proc.stdout
+
+
+def test_main_returns_the_optimized_metric(tmp_path, monkeypatch):
+    """``main`` returns ``cfg.optimized_metric`` of the run (what an Optuna sweeper minimises);
+    ``None`` where ``train`` returns nothing (ranks other than zero) or the path is absent."""
+    import torch
+
+    import recipes.train as train_module
+    from tests.recipes.conftest import composed
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    out = tmp_path / "out"
+    try:
+        with composed([*TINY, "model=lstm", f"paths.output_dir={out}"]) as cfg:
+            assert cfg.optimized_metric == "test.qlike"
+            value = train_module.main(cfg)  # Hydra passes a given config straight through
+    finally:
+        torch.set_num_threads(threads)
+    metrics = read_json(out / "metrics.json")
+    assert isinstance(value, float) and value == metrics["test"]["qlike"] > 0
+    for path, expected in [
+        ("training.best_val_loss", metrics["training"]["best_val_loss"]),
+        ("test.qlike_ratio_har", metrics["test"]["qlike_ratio_har"]),
+        ("test.nope", None),
+        ("test.spa_beaten_by", None),  # not a number
+        (None, None),
+    ]:
+        cfg.optimized_metric = path
+        assert train_module.optimized_metric(cfg, metrics) == expected
+    monkeypatch.setattr(train_module, "train", lambda cfg: None)  # a rank other than zero
+    cfg.optimized_metric = "test.qlike"
+    assert train_module.main(cfg) is None

@@ -15,7 +15,17 @@ from recipes.train import instantiate_group
 from recipes.volatility import VolatilityDataModule, VolatilityForecaster
 from tests.recipes.conftest import CONFIG_DIR, MODELS, composed
 
-GROUPS = ("data", "model", "forecaster", "trainer", "logger", "callbacks", "experiment", "paths")
+GROUPS = (
+    "data",
+    "model",
+    "model/optimizer",
+    "model/scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "paths",
+)
 OPTIONS = [
     (group, path.stem) for group in GROUPS for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
 ]
@@ -23,6 +33,12 @@ OPTIONS = [
 
 def test_every_option_is_listed():
     assert {name for group, name in OPTIONS if group == "model"} == set(MODELS)
+    assert {name for group, name in OPTIONS if group == "model/optimizer"} == {
+        "adam",
+        "adamw",
+        "sgd",
+    }
+    assert {name for group, name in OPTIONS if group == "model/scheduler"} == {"cosine"}
     assert {name for group, name in OPTIONS if group == "trainer"} >= {
         "cpu",
         "gpu",
@@ -42,12 +58,21 @@ def _instantiate(group: str, cfg, out: Path) -> None:
     if group == "data":
         dm = instantiate(cfg.data, _convert_="all")
         assert isinstance(dm, VolatilityDataModule) and dm.window == cfg.data.window
-    elif group in ("model", "forecaster", "experiment"):
-        model = instantiate(cfg.model, _convert_="all")
-        window = cfg.data.window
-        assert model(torch.zeros(2, window, len(cfg.data.features))).shape == (2,)
-        forecaster = instantiate(cfg.forecaster, model=model)
+    elif group in ("model", "model/optimizer", "model/scheduler", "experiment"):
+        forecaster = instantiate(cfg.model, _convert_="all")
         assert isinstance(forecaster, VolatilityForecaster)
+        assert type(forecaster.net).__name__ == cfg.model.net._target_.rsplit(".", 1)[-1]
+        window = cfg.data.window
+        assert forecaster(torch.zeros(2, window, len(cfg.data.features))).shape == (2,)
+        configured = forecaster.configure_optimizers()  # the partials, called as in fit
+        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+        assert type(optimizer).__name__ == cfg.model.optimizer._target_.rsplit(".", 1)[-1]
+        assert optimizer.param_groups[0]["lr"] == cfg.model.optimizer.lr
+        if cfg.model.scheduler is None:
+            assert isinstance(configured, torch.optim.Optimizer)
+        else:
+            scheduler = configured["lr_scheduler"]["scheduler"]
+            assert type(scheduler).__name__ == cfg.model.scheduler._target_.rsplit(".", 1)[-1]
     elif group == "trainer":
         trainer = instantiate(cfg.trainer, logger=False)
         assert Path(trainer.default_root_dir) == out
@@ -194,28 +219,65 @@ def test_unknown_option_names_the_choices(override, message):
 @pytest.mark.parametrize(
     ("override", "node", "message"),
     [
-        ("model.depth=-1", "model", "depth=-1 is not allowed; need > 0"),
+        ("model.net.depth=-1", "model", "depth=-1 is not allowed; need > 0"),
         ("data.source=nope", "data", "source='nope' is not allowed"),
-        ("forecaster.optimizer=lbfgs", "forecaster", "optimizer='lbfgs' is not allowed"),
-        ("forecaster.lr=abc", "forecaster", "lr='abc' is not allowed: expected a positive number"),
-        ("forecaster.lr=0", "forecaster", "lr=0 is not allowed: expected a positive number"),
         (
-            "forecaster.weight_decay=-1",
-            "forecaster",
+            "model.optimizer._target_=torch.optim.LBFGS",
+            "model",
+            "optimizer=.*LBFGS.* is not allowed: .*unexpected keyword argument 'weight_decay'",
+        ),
+        ("model.optimizer.lr=abc", "model", "lr='abc' is not allowed: expected a positive number"),
+        ("model.optimizer.lr=0", "model", "lr=0 is not allowed: expected a positive number"),
+        (
+            "model.optimizer.weight_decay=-1",
+            "model",
             "weight_decay=-1 is not allowed: expected a non-negative number",
         ),
+        (
+            "model/optimizer=sgd model.optimizer.momentum=-1",
+            "model",
+            "optimizer=.*SGD.* is not allowed: .*Invalid momentum value: -1",
+        ),
+        ("model.loss=mae", "model", "loss='mae' is not allowed"),
     ],
 )
 def test_bad_value_fails_with_our_message(override, node, message):
+    """At instantiation (before any data is read or a Trainer exists), not at fit."""
     with (
-        composed(["model=mlp_vanilla", override]) as cfg,
+        composed(["model=mlp_vanilla", *override.split()]) as cfg,
         pytest.raises(InstantiationException, match=message),
     ):
-        target = cfg[node]
-        if node == "forecaster":
-            instantiate(target, model=torch.nn.Linear(1, 1))
-        else:
-            instantiate(target, _convert_="all")
+        instantiate(cfg[node], _convert_="all")
+
+
+def test_optimizer_group_and_overrides_reach_torch():
+    """``model/optimizer=<name>`` picks a torch optimizer; ``model.optimizer.<arg>`` any of its
+    arguments; ``model/scheduler=cosine`` adds a per-epoch cosine decay over the run."""
+    overrides = [
+        "model/optimizer=sgd",
+        "model.optimizer.lr=0.05",
+        "model/scheduler=cosine",
+        "trainer.max_epochs=7",
+        "model.net.hidden=5",
+    ]
+    with composed(overrides) as cfg:
+        forecaster = instantiate(cfg.model, _convert_="all")
+    configured = forecaster.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] == 0.05 and optimizer.param_groups[0]["momentum"] == 0.9
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert scheduler.T_max == 7 and forecaster.net.rnn.hidden_size == 5
+
+
+def test_nasdaq_differs_from_sp500_only_where_it_says():
+    with composed(["data=sp500"]) as cfg:
+        sp500 = OmegaConf.to_container(cfg.data)
+    with composed(["data=nasdaq"]) as cfg:
+        nasdaq = OmegaConf.to_container(cfg.data)
+    differ = {k for k in sp500 if sp500[k] != nasdaq[k]}
+    assert differ == {"source", "target"} and set(sp500) == set(nasdaq)
+    assert nasdaq["source"] == "nasdaq" and nasdaq["target"] == "parkinson"
 
 
 def test_gradflow_thresholds_from_command_line_overrides():

@@ -39,7 +39,12 @@ def test_compare_architectures_sweeps_the_four_models(tmp_path, cwd):
 
 
 def test_vanishing_depth_reproduces_the_picture(tmp_path, cwd):
-    args = ["experiment=vanishing_depth", "model.depth=20", "trainer.max_epochs=2", "logger=csv"]
+    args = [
+        "experiment=vanishing_depth",
+        "model.net.depth=20",
+        "trainer.max_epochs=2",
+        "logger=csv",
+    ]
     runs = _sweep(tmp_path, cwd, args)
     sigmoid = runs["model=mlp_vanilla"]["gradient"]["first_last_ratio"]
     residual = runs["model=resnet"]["gradient"]["first_last_ratio"]

@@ -49,7 +49,7 @@ def test_a_raised_fit_writes_failed_metrics_and_propagates(tmp_path, restore_thr
     assert metrics["gradient"]["first_last_ratio"] < 1e-3
     assert metrics["gradient"]["grad_norm_max"] > 0 and metrics["training"]["steps"] >= 1
     printed = capsys.readouterr().out
-    assert "Run FAILED (garch_sim, mlp)" in printed  # composed: the model name, not the option
+    assert "Run FAILED (garch_sim, MLP)" in printed  # composed: the net class, not the option
     assert f"raised by vanishing @ step {error.alerts[0].step}" in printed
     # the comparison shows it as a failed row with the alert, baselines from a run that scored
     ok = {

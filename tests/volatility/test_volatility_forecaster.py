@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,16 +40,33 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def adam(**kwargs: Any) -> partial:
+    """What Hydra builds from ``{_target_: torch.optim.Adam, _partial_: true, **kwargs}``."""
+    return partial(torch.optim.Adam, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"optimizer": "lbfgs"}, "optimizer='lbfgs'"),
-        ({"scheduler": "step"}, "scheduler='step'"),
+        ({"optimizer": "adam"}, "optimizer='adam' is not allowed: expected a callable"),
+        ({"scheduler": "cosine"}, "scheduler='cosine' is not allowed: expected null or a callable"),
         ({"loss": "mae"}, "loss='mae'"),
-        ({"lr": 0.0}, "lr=0.0"),
+        ({"optimizer": adam(lr=0.0)}, "lr=0.0"),
+        # torch's own checks, named with the setting: at construction, not at fit
+        ({"optimizer": adam(betas=(0.9, 2.0))}, r"optimizer=.*Invalid beta parameter"),
+        ({"optimizer": adam(lr=1e-3, momentum=0.9)}, r"optimizer=.*unexpected keyword.*momentum"),
+        ({"optimizer": torch.optim.Adam}, None),  # a class is a factory too
+        (
+            {"scheduler": partial(torch.optim.lr_scheduler.StepLR, step=3)},
+            r"scheduler=.*unexpected keyword.*step",
+        ),
+        ({"optimizer": lambda params: None}, "expected a torch.optim.Optimizer, not NoneType"),
     ],
 )
-def test_invalid_arguments(kwargs: dict, match: str) -> None:
+def test_invalid_arguments(kwargs: dict, match: str | None) -> None:
+    if match is None:
+        VolatilityForecaster(LSTM(3), **kwargs)
+        return
     with pytest.raises(ValueError, match=match):
         VolatilityForecaster(LSTM(3), **kwargs)
 
@@ -55,7 +74,7 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
     [
-        ("lr", "abc", "a positive number"),  # Hydra's forecaster.lr=abc
+        ("lr", "abc", "a positive number"),  # Hydra's model.optimizer.lr=abc
         ("lr", "1e-3", "a positive number"),  # a number in a string is still a string
         ("lr", None, "a positive number"),
         ("lr", True, "a positive number"),
@@ -72,14 +91,31 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
 def test_numeric_settings_are_checked_with_the_validation_wording(name, value, allowed) -> None:
     message = f"{name}={value!r} is not allowed: expected {allowed}"
     with pytest.raises(ValueError) as info:
-        VolatilityForecaster(LSTM(3), **{name: value})
+        VolatilityForecaster(LSTM(3), optimizer=adam(**{name: value}))
     assert str(info.value) == message
 
 
 @pytest.mark.parametrize(("lr", "weight_decay"), [(1e-3, 0.0), (1, 0), (np.float64(0.01), 1e-4)])
 def test_numeric_settings_accept_numbers(lr, weight_decay) -> None:
-    forecaster = VolatilityForecaster(LSTM(3), lr=lr, weight_decay=weight_decay)
-    assert forecaster.hparams.lr == lr and forecaster.hparams.weight_decay == weight_decay
+    forecaster = VolatilityForecaster(LSTM(3), optimizer=adam(lr=lr, weight_decay=weight_decay))
+    group = forecaster.configure_optimizers().param_groups[0]
+    assert group["lr"] == lr and group["weight_decay"] == weight_decay
+
+
+def test_optimizer_and_scheduler_are_called_with_the_parameters_and_the_optimizer() -> None:
+    net = LSTM(3, hidden=4)
+    cosine = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=5)
+    forecaster = VolatilityForecaster(
+        net, optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=cosine
+    )
+    configured = forecaster.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and scheduler.optimizer is optimizer
+    assert scheduler.T_max == 5 and configured["lr_scheduler"]["interval"] == "epoch"
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len(params) == len(list(net.parameters()))
+    assert all(any(p is q for q in net.parameters()) for p in params)
+    assert "optimizer" not in forecaster.hparams and forecaster.hparams.loss == "mse"
 
 
 def test_qlike_loss_matches_variance_form() -> None:
@@ -88,23 +124,30 @@ def test_qlike_loss_matches_variance_form() -> None:
     torch.testing.assert_close(qlike_loss(t, f), (ratio - torch.log(ratio) - 1).mean())
 
 
+COSINE = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=2)
+
+
 @pytest.mark.parametrize(
     ("optimizer", "scheduler", "loss"),
-    [("adam", "none", "mse"), ("adamw", "cosine", "qlike"), ("sgd", "cosine", "mse")],
+    [
+        (torch.optim.Adam, None, "mse"),
+        (torch.optim.AdamW, COSINE, "qlike"),
+        (partial(torch.optim.SGD, momentum=0.9), COSINE, "mse"),
+    ],
 )
 def test_fit_and_test_on_simulated_data(
-    sim: VolatilityDataModule, optimizer: str, scheduler: str, loss: str
+    sim: VolatilityDataModule, optimizer: Any, scheduler: Any, loss: str
 ) -> None:
     pl.seed_everything(0, verbose=False)
     model = MLP(3, 22, depth=2, width=16)
     forecaster = VolatilityForecaster(
-        model, optimizer=optimizer, lr=1e-3, scheduler=scheduler, loss=loss
+        model, optimizer=partial(optimizer, lr=1e-3), scheduler=scheduler, loss=loss
     )
     fitter = trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=2)
     fitter.fit(forecaster, datamodule=sim)
     assert {"train/loss_epoch", "val/loss"} <= set(fitter.callback_metrics)
     assert forecaster.target_loc.item() == pytest.approx(sim.scaler.target_mean)
-    if scheduler == "cosine":
+    if scheduler is not None:  # stepped once, at the end of the epoch
         assert fitter.optimizers[0].param_groups[0]["lr"] < 1e-3
     trainer().test(forecaster, datamodule=sim, verbose=False)
     metrics = forecaster.test_metrics
@@ -143,7 +186,9 @@ def train_and_test(name: str, seed: int) -> tuple[dict, float]:
     pl.seed_everything(seed, verbose=False)
     dm = VolatilityDataModule("sp500", batch_size=128)
     forecaster = VolatilityForecaster(
-        build(), optimizer="adamw", lr=lr, weight_decay=1e-4, scheduler="cosine"
+        build(),
+        optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=1e-4),
+        scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=epochs),
     )
     start = time.perf_counter()
     trainer(max_epochs=epochs).fit(forecaster, datamodule=dm)

@@ -11,22 +11,22 @@ from torch import nn
 from recipes.volatility.models import (
     ACTIVATIONS,
     INITS,
+    LSTM,
     MLP,
-    MODELS,
     NORMS,
     ResidualMLP,
+    Transformer,
     VanillaRNN,
-    build_model,
 )
 
 F, W = 3, 22
-CONFIGS: list[tuple[str, dict[str, Any]]] = [
-    ("mlp", {"input_dim": F, "window": W, "depth": 3, "width": 16}),
-    ("mlp", {"input_dim": F, "window": W, "depth": 2, "width": 8, "norm": "batch", "init": "he"}),
-    ("resnet", {"input_dim": F, "window": W, "depth": 3, "width": 16, "norm": "layer"}),
-    ("transformer", {"input_dim": F, "window": W, "depth": 2, "d_model": 16, "heads": 2}),
+CONFIGS: list[tuple[type[nn.Module], dict[str, Any]]] = [
+    (MLP, {"input_dim": F, "window": W, "depth": 3, "width": 16}),
+    (MLP, {"input_dim": F, "window": W, "depth": 2, "width": 8, "norm": "batch", "init": "he"}),
+    (ResidualMLP, {"input_dim": F, "window": W, "depth": 3, "width": 16, "norm": "layer"}),
+    (Transformer, {"input_dim": F, "window": W, "depth": 2, "d_model": 16, "heads": 2}),
     (
-        "transformer",
+        Transformer,
         {
             "input_dim": F,
             "window": W,
@@ -37,18 +37,18 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
             "pool": "mean",
         },
     ),
-    ("lstm", {"input_dim": F, "hidden": 16, "layers": 2}),
-    ("rnn", {"input_dim": F, "hidden": 16, "recurrent_spectral_radius": 0.9}),
-    ("rnn", {"input_dim": F, "hidden": 16, "recurrent_init": "orthogonal"}),
-    ("lstm", {"input_dim": F, "hidden": 16, "forget_bias": 1.0}),
+    (LSTM, {"input_dim": F, "hidden": 16, "layers": 2}),
+    (VanillaRNN, {"input_dim": F, "hidden": 16, "recurrent_spectral_radius": 0.9}),
+    (VanillaRNN, {"input_dim": F, "hidden": 16, "recurrent_init": "orthogonal"}),
+    (LSTM, {"input_dim": F, "hidden": 16, "forget_bias": 1.0}),
 ]
-IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CONFIGS)]
+IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(CONFIGS)]
 
 
-@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=IDS)
-def test_forward_backward(name: str, kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("cls", "kwargs"), CONFIGS, ids=IDS)
+def test_forward_backward(cls: type[nn.Module], kwargs: dict[str, Any]) -> None:
     torch.manual_seed(0)
-    model = build_model(name, **kwargs)
+    model = cls(**kwargs)
     x = torch.randn(5, W, F)
     out = model(x)
     assert out.shape == (5,)
@@ -59,13 +59,13 @@ def test_forward_backward(name: str, kwargs: dict[str, Any]) -> None:
     assert 50 < n_params < 50_000
 
 
-@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=IDS)
-def test_seeded_determinism(name: str, kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("cls", "kwargs"), CONFIGS, ids=IDS)
+def test_seeded_determinism(cls: type[nn.Module], kwargs: dict[str, Any]) -> None:
     x = torch.randn(4, W, F)
     outputs = []
     for seed in (7, 7, 8):
         torch.manual_seed(seed)
-        model = build_model(name, **kwargs).eval()
+        model = cls(**kwargs).eval()
         outputs.append(model(x))
     torch.testing.assert_close(outputs[0], outputs[1])
     assert not torch.allclose(outputs[0], outputs[2])
@@ -111,37 +111,36 @@ def test_rnn_spectral_radius(radius: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "match"),
+    ("cls", "kwargs", "match"),
     [
-        ("mlp", {"input_dim": F, "window": W, "activation": "swish"}, "activation='swish'"),
-        ("mlp", {"input_dim": F, "window": W, "init": "orthogonal"}, "init='orthogonal'"),
-        ("resnet", {"input_dim": F, "window": W, "norm": "group"}, "norm='group'"),
-        ("resnet", {"input_dim": F, "window": W, "depth": 0}, "depth=0"),
-        ("mlp", {"input_dim": F, "window": W, "init_std": 0.0}, "init_std=0.0"),
-        ("transformer", {"input_dim": F, "window": W, "d_model": 10, "heads": 4}, "d_model=10"),
-        ("transformer", {"input_dim": F, "window": W, "norm_position": "mid"}, "norm_position"),
-        ("transformer", {"input_dim": F, "window": W, "positional": "rope"}, "positional='rope'"),
-        ("transformer", {"input_dim": F, "window": W, "pool": "max"}, "pool='max'"),
-        ("transformer", {"input_dim": F, "window": W, "dropout": 1.0}, "dropout=1.0"),
-        ("lstm", {"input_dim": F, "hidden": 0}, "hidden=0"),
-        ("rnn", {"input_dim": F, "nonlinearity": "sigmoid"}, "nonlinearity='sigmoid'"),
-        ("rnn", {"input_dim": F, "recurrent_spectral_radius": -1.0}, "recurrent_spectral_radius"),
-        ("rnn", {"input_dim": F, "recurrent_init": "identity"}, "recurrent_init='identity'"),
-        ("lstm", {"input_dim": F, "forget_bias": float("nan")}, "forget_bias=nan"),
-        ("lstm", {"input_dim": F, "forget_bias": "1"}, "forget_bias='1'"),
-        ("gru", {"input_dim": F}, "name='gru' is not allowed"),
+        (MLP, {"input_dim": F, "window": W, "activation": "swish"}, "activation='swish'"),
+        (MLP, {"input_dim": F, "window": W, "init": "orthogonal"}, "init='orthogonal'"),
+        (ResidualMLP, {"input_dim": F, "window": W, "norm": "group"}, "norm='group'"),
+        (ResidualMLP, {"input_dim": F, "window": W, "depth": 0}, "depth=0"),
+        (MLP, {"input_dim": F, "window": W, "init_std": 0.0}, "init_std=0.0"),
+        (Transformer, {"input_dim": F, "window": W, "d_model": 10, "heads": 4}, "d_model=10"),
+        (Transformer, {"input_dim": F, "window": W, "norm_position": "mid"}, "norm_position"),
+        (Transformer, {"input_dim": F, "window": W, "positional": "rope"}, "positional='rope'"),
+        (Transformer, {"input_dim": F, "window": W, "pool": "max"}, "pool='max'"),
+        (Transformer, {"input_dim": F, "window": W, "dropout": 1.0}, "dropout=1.0"),
+        (LSTM, {"input_dim": F, "hidden": 0}, "hidden=0"),
+        (VanillaRNN, {"input_dim": F, "nonlinearity": "sigmoid"}, "nonlinearity='sigmoid'"),
+        (
+            VanillaRNN,
+            {"input_dim": F, "recurrent_spectral_radius": -1.0},
+            "recurrent_spectral_radius",
+        ),
+        (VanillaRNN, {"input_dim": F, "recurrent_init": "identity"}, "recurrent_init='identity'"),
+        (LSTM, {"input_dim": F, "forget_bias": float("nan")}, "forget_bias=nan"),
+        (LSTM, {"input_dim": F, "forget_bias": "1"}, "forget_bias='1'"),
     ],
 )
-def test_invalid_arguments(name: str, kwargs: dict[str, Any], match: str) -> None:
+def test_invalid_arguments(cls: type[nn.Module], kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        build_model(name, **kwargs)
+        cls(**kwargs)
 
 
 def test_transformer_rejects_longer_input() -> None:
-    model = build_model("transformer", input_dim=F, window=W, d_model=8, heads=2)
+    model = Transformer(input_dim=F, window=W, d_model=8, heads=2)
     with pytest.raises(ValueError, match="at most 22"):
         model(torch.zeros(1, W + 1, F))
-
-
-def test_registry_is_complete() -> None:
-    assert set(MODELS) == {"mlp", "resnet", "transformer", "lstm", "rnn"}
