@@ -196,3 +196,64 @@ def test_logger_scalars_and_console():
         ConsoleSink().alert(alert(), count=1)
     [warning] = caught
     assert warning.category is GradFlowWarning and str(warning.message) == alert().format()
+
+
+@pytest.mark.parametrize(("bins", "max_bins"), [(6, 4), (10, 4), (514, 512), (1002, 512)])
+def test_wandb_merge_bins_keeps_outer_bins_and_total(bins, max_bins):
+    from lightning_gradflow.writers.wandb_writer import merge_bins
+
+    counts = np.arange(1.0, bins + 1)
+    edges = np.linspace(-13.0, 5.0, bins + 1)
+    merged, merged_edges = merge_bins(counts, edges, max_bins)
+    assert len(merged) <= max_bins and len(merged_edges) == len(merged) + 1
+    assert merged.sum() == counts.sum()
+    assert (merged[0], merged[-1]) == (counts[0], counts[-1])
+    assert (merged_edges[0], merged_edges[1]) == (edges[0], edges[1])
+    assert (merged_edges[-2], merged_edges[-1]) == (edges[-2], edges[-1])
+    assert set(merged_edges) <= set(edges) and np.all(np.diff(merged_edges) > 0)
+    # each merged inner bin holds exactly the counts between its edges
+    index = {e: i for i, e in enumerate(edges)}
+    for k, count in enumerate(merged):
+        lo, hi = index[merged_edges[k]], index[merged_edges[k + 1]]
+        assert count == counts[lo:hi].sum()
+
+
+def test_wandb_merge_bins_leaves_small_histograms_alone():
+    from lightning_gradflow.writers.wandb_writer import merge_bins
+
+    counts, edges = np.ones(4), np.arange(5.0)
+    merged, merged_edges = merge_bins(counts, edges, 4)
+    assert merged is counts and merged_edges is edges
+
+
+def test_alert_file_through_fsspec_keeps_earlier_lines():
+    pytest.importorskip("fsspec")
+    from lightning_gradflow.writers.alert_file import is_url, join
+
+    url = join("memory://runs/a/", "gradflow_alerts.jsonl")
+    assert url == "memory://runs/a/gradflow_alerts.jsonl" and is_url(url)
+    sink = AlertFile(url)
+    sink.alert(alert(step=1), count=1)
+    sink.alert(alert(step=2), count=2)
+    import fsspec
+
+    with fsspec.open(url, "r") as f:
+        lines = [json.loads(line) for line in f.read().splitlines()]
+    assert [(line["step"], line["count"]) for line in lines] == [(1, 1), (2, 2)]
+    assert sink.name == url
+
+
+@pytest.mark.parametrize(
+    ("directory", "expected", "url"),
+    [
+        ("runs/a", "runs/a/f.jsonl", False),
+        ("file:///tmp/runs", "/tmp/runs/f.jsonl", False),
+        ("s3://bucket/runs", "s3://bucket/runs/f.jsonl", True),
+        ("gs://bucket/runs/", "gs://bucket/runs/f.jsonl", True),
+    ],
+)
+def test_alert_file_paths(directory, expected, url):
+    from lightning_gradflow.writers.alert_file import is_url, join
+
+    assert join(directory, "f.jsonl") == expected
+    assert is_url(directory) == url
