@@ -54,7 +54,7 @@ def tb(tmp_path):
 def test_tensorboard_histogram_fields(tb):
     writer, summary, log_dir = tb
     writer.histograms(
-        4, {"grad_hist/net.0": (COUNTS, EDGES), "grad_hist/empty": (COUNTS * 0, EDGES)}
+        4, {"grad_hist/empty": (COUNTS * 0, EDGES), "grad_hist/net.0": (COUNTS, EDGES)}
     )
     summary.flush()
     events = _read(log_dir)
@@ -82,6 +82,16 @@ def test_tensorboard_histogram_range_in_the_outer_buckets(tb, used, low, high):
     summary.flush()
     h = _read(log_dir).Histograms("grad_hist/x")[0].histogram_value
     assert (h.min, h.max, h.num) == (low, high, 5)
+
+
+def test_tensorboard_histogram_of_one_element(tb):
+    """A layer with a single parameter (a scalar gate) still gets its histogram."""
+    writer, summary, log_dir = tb
+    counts = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    writer.histograms(2, {"grad_hist/gate": (counts, EDGES)})
+    summary.flush()
+    h = _read(log_dir).Histograms("grad_hist/gate")[0].histogram_value
+    assert (h.min, h.max, h.num, h.sum, h.sum_squares) == (-4.0, -3.0, 1, -3.5, 12.25)
 
 
 @pytest.mark.parametrize("severity", ["warning", "critical"])
@@ -250,6 +260,7 @@ def test_alert_file_through_fsspec_keeps_earlier_lines():
         ("file:///tmp/runs", "/tmp/runs/f.jsonl", False),
         ("s3://bucket/runs", "s3://bucket/runs/f.jsonl", True),
         ("gs://bucket/runs/", "gs://bucket/runs/f.jsonl", True),
+        ("s3://bucket/runX", "s3://bucket/runX/f.jsonl", True),
     ],
 )
 def test_alert_file_paths(directory, expected, url):
@@ -257,3 +268,9 @@ def test_alert_file_paths(directory, expected, url):
 
     assert join(directory, "f.jsonl") == expected
     assert is_url(directory) == url
+
+
+def test_alert_file_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    AlertFile("gradflow_alerts.jsonl").alert(alert(), count=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["gradflow_alerts.jsonl"]
