@@ -18,7 +18,11 @@ def alert(step, kind="vanishing", layers=("l0",), variant=None, severity="warnin
     ("kwargs", "match"),
     [
         ({"on_alert": "halt"}, "on_alert='halt' is not allowed"),
-        ({"actions": ["stop"]}, "actions=\\['stop'\\] is not allowed: expected a mapping"),
+        (
+            {"actions": ["stop"]},
+            "actions=\\['stop'\\] is not allowed: "
+            "expected a mapping of alert kind to action, or None",
+        ),
         ({"actions": {"ghost": "warn"}}, "actions key 'ghost' is not an alert kind; allowed: "),
         ({"actions": {"nonfinite": "boom"}}, "actions\\['nonfinite'\\]='boom' is not allowed"),
         ({"cooldown_steps": -1}, "cooldown_steps=-1 is not allowed: expected an integer >= 0"),

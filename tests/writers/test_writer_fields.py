@@ -208,7 +208,9 @@ def test_logger_scalars_and_console():
     assert warning.category is GradFlowWarning and str(warning.message) == alert().format()
 
 
-@pytest.mark.parametrize(("bins", "max_bins"), [(6, 4), (10, 4), (514, 512), (1002, 512)])
+@pytest.mark.parametrize(
+    ("bins", "max_bins"), [(5, 4), (6, 4), (10, 4), (513, 512), (514, 512), (1002, 512)]
+)
 def test_wandb_merge_bins_keeps_outer_bins_and_total(bins, max_bins):
     from lightning_gradflow.writers.wandb_writer import merge_bins
 
@@ -226,6 +228,20 @@ def test_wandb_merge_bins_keeps_outer_bins_and_total(bins, max_bins):
     for k, count in enumerate(merged):
         lo, hi = index[merged_edges[k]], index[merged_edges[k + 1]]
         assert count == counts[lo:hi].sum()
+
+
+@pytest.mark.parametrize(
+    ("bins", "counts", "edges"),
+    [
+        (5, [0, 3, 3, 4], [0, 1, 3, 4, 5]),  # inner 1,2,3 in runs of 2
+        (10, [0, 10, 26, 9], [0, 1, 5, 9, 10]),  # inner 1..8 in runs of 4, not 5 or 6
+    ],
+)
+def test_wandb_merge_bins_uses_the_shortest_run_that_fits(bins, counts, edges):
+    from lightning_gradflow.writers.wandb_writer import merge_bins
+
+    merged, merged_edges = merge_bins(np.arange(float(bins)), np.arange(bins + 1.0), 4)
+    assert merged.tolist() == counts and merged_edges.tolist() == edges
 
 
 def test_wandb_merge_bins_leaves_small_histograms_alone():
