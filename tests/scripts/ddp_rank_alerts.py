@@ -74,7 +74,11 @@ def main(out_dir: str, action: str) -> None:
         plot_every_n_steps=None,
     )
     trainer = quiet_trainer(
-        devices=2, strategy=DDPIgnoringGate(), callbacks=[monitor], max_steps=20
+        devices=2,
+        strategy=DDPIgnoringGate(),
+        callbacks=[monitor],
+        max_steps=20,
+        default_root_dir=out_dir,  # nothing lands in the working directory
     )
     raised = False
     try:
