@@ -203,7 +203,7 @@ def train_and_test(name: str, seed: int) -> tuple[dict, float]:
 def test_short_training_is_near_har(name: str) -> None:
     pytest.importorskip("arch")
     metrics, _ = train_and_test(name, seed=0)
-    assert metrics["qlike_ratio_har"] < 1.10
+    assert 0.85 < metrics["qlike_ratio_har"] < 1.10  # far better than HAR: a leak or a bug
     assert metrics["mz_r2"] > 0.4
 
 

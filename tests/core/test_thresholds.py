@@ -1,0 +1,263 @@
+"""Every documented gradient-detector threshold at, just below and just above its boundary;
+patience checked by the step of the first alert; every detector's state round-tripped mid-streak.
+
+The numbers are the README's (Alerts table) and ``DetectorConfig``'s defaults: the tests use
+the default config so that a changed default fails here too.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from lightning_gradflow.core.alerting import AlertManager
+from lightning_gradflow.core.alerts import Alert
+from lightning_gradflow.core.collector import StepRecord
+from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
+
+NAMES = [f"l{i}" for i in range(4)]
+CTX = StepContext(layer_names=NAMES, epoch=0)
+
+
+def rec(step, norms=(1.0, 1.0, 1.0, 1.0), loss=1.0, total=None, rms=None):
+    norms = np.asarray(norms, dtype=float)
+    has = np.ones(len(norms), bool)
+    if total is None:
+        total = float(np.sqrt(np.sum(norms**2))) if np.isfinite(norms).all() else float("nan")
+    return StepRecord(
+        step,
+        0,
+        norms,
+        has,
+        total,
+        loss,
+        weight_rms=None if rms is None else np.asarray(rms, dtype=float),
+    )
+
+
+def alerts_of(records, ctx=CTX, detectors=None):
+    detectors = detectors or GradientDetectors(DetectorConfig())
+    return [a for r in records for a in detectors.update(r, ctx)]
+
+
+def steps(alerts, kind, variant=None):
+    return [
+        a.step
+        for a in alerts
+        if a.kind == kind and (variant is None or a.details.get("variant") == variant)
+    ]
+
+
+# --- always_clipping: norm > clip on >= 90 % of the last 100 steps ---------------------------
+
+
+@pytest.mark.parametrize(("clipped", "fires"), [(89, False), (90, True), (91, True)])
+def test_always_clipping_at_ninety_percent_of_a_hundred_steps(clipped, fires):
+    ctx = StepContext(NAMES, clip_norm=1.0)
+    records = [rec(s, total=0.5 if s < 100 - clipped else 2.0) for s in range(100)]
+    alerts = alerts_of(records, ctx)
+    assert steps(alerts, "always_clipping") == ([99] if fires else [])
+    if fires:
+        assert alerts[0].value == pytest.approx(clipped / 100) and alerts[0].threshold == 0.9
+
+
+def test_always_clipping_waits_for_a_full_window():
+    ctx = StepContext(NAMES, clip_norm=1.0)
+    alerts = alerts_of([rec(s, total=2.0) for s in range(101)], ctx)
+    assert steps(alerts, "always_clipping") == [99, 100]  # 100 steps seen, then every step
+
+
+def test_a_norm_equal_to_the_clip_value_is_not_clipped():
+    """``clip_grad_norm_`` rescales only a norm above ``max_norm``."""
+    ctx = StepContext(NAMES, clip_norm=1.0)
+    assert alerts_of([rec(s, total=1.0) for s in range(150)], ctx) == []
+
+
+def test_value_clipping_is_not_judged():
+    """No ``clip_norm`` in the context (clip-by-value or no clipping): never always_clipping."""
+    assert alerts_of([rec(s, total=2.0) for s in range(150)], StepContext(NAMES)) == []
+
+
+# --- loss_spike: loss > 10 x the recent median for 3 consecutive steps -----------------------
+
+
+@pytest.mark.parametrize(("loss", "fires"), [(9.99, False), (10.0, False), (10.01, True)])
+def test_loss_spike_at_ten_times_the_median(loss, fires):
+    records = [rec(s, loss=loss if s >= 30 else 1.0) for s in range(40)]
+    assert steps(alerts_of(records), "loss_spike") == (list(range(32, 40)) if fires else [])
+
+
+@pytest.mark.parametrize(("spiking", "first"), [(2, None), (3, 32), (4, 32)])
+def test_loss_spike_patience_is_three_consecutive_steps(spiking, first):
+    records = [rec(s, loss=50.0 if 30 <= s < 30 + spiking else 1.0) for s in range(40)]
+    found = steps(alerts_of(records), "loss_spike")
+    assert (found[0] if found else None) == first
+
+
+def test_loss_spike_streak_is_broken_by_one_normal_step():
+    losses = {30: 50.0, 31: 50.0, 32: 1.0, 33: 50.0, 34: 50.0, 35: 50.0}
+    records = [rec(s, loss=losses.get(s, 1.0)) for s in range(40)]
+    assert steps(alerts_of(records), "loss_spike") == [35]
+
+
+def test_loss_spike_needs_twenty_steps_of_history():
+    records = [rec(s, loss=50.0 if s >= 17 else 1.0) for s in range(25)]
+    # judged from step 20 on: steps 20, 21, 22 are the three consecutive spiking steps
+    # (the median of 17 ones and the 50s seen so far is still 1)
+    assert steps(alerts_of(records), "loss_spike")[:1] == [22]
+
+
+# --- nonfinite: at once, or after 10 consecutive bad steps under a float16 GradScaler ---------
+
+
+@pytest.mark.parametrize(("bad", "first"), [(9, None), (10, 9), (12, 9)])
+def test_nonfinite_amp_patience_is_ten_steps(bad, first):
+    ctx = StepContext(NAMES, amp_scaler=True)
+    records = [rec(s, norms=[np.inf] * 4 if s < bad else [1.0] * 4) for s in range(20)]
+    found = steps(alerts_of(records, ctx), "nonfinite")
+    assert (found[0] if found else None) == first
+
+
+def test_nonfinite_without_amp_is_reported_at_once():
+    records = [rec(s, norms=[1.0, np.nan, 1.0, 1.0] if s == 3 else [1.0] * 4) for s in range(6)]
+    assert steps(alerts_of(records), "nonfinite") == [3]
+
+
+# --- vanishing: depth / floor / dead, each for 10 steps ---------------------------------------
+
+VANISHING = (1e-5, 1e-4, 1e-2, 1.0)  # first/last 1e-5 < 1e-3, fitted as well; 1e-5 not < floor
+FLOOR = (1.0, 1.0, 1e-6, 1.0)  # one layer below 1e-5 and below 1e-3 x the largest
+
+
+@pytest.mark.parametrize(("profile", "variant"), [(VANISHING, "depth"), (FLOOR, "floor")])
+@pytest.mark.parametrize(("persisting", "first"), [(9, None), (10, 9), (11, 9)])
+def test_vanishing_patience_is_ten_steps(profile, variant, persisting, first):
+    records = [rec(s, norms=profile if s < persisting else [1.0] * 4) for s in range(20)]
+    found = steps(alerts_of(records), "vanishing", variant)
+    assert (found[0] if found else None) == first
+
+
+@pytest.mark.parametrize(("low", "fires"), [(1.01e-5, False), (0.99e-5, True)])
+def test_vanishing_floor_at_1e_5(low, fires):
+    records = [rec(s, norms=(1.0, 1.0, low, 1.0)) for s in range(10)]
+    assert steps(alerts_of(records), "vanishing", "floor") == ([9] if fires else [])
+
+
+@pytest.mark.parametrize(("zero_steps", "first"), [(9, None), (10, 14), (11, 14)])
+def test_dead_patience_is_ten_zero_steps(zero_steps, first):
+    records = [
+        rec(s, norms=(1.0, 0.0 if 5 <= s < 5 + zero_steps else 1.0, 1.0, 1.0)) for s in range(30)
+    ]
+    found = steps(alerts_of(records), "vanishing", "dead")
+    assert (found[0] if found else None) == first
+
+
+# --- exploding: spike 10 x median; depth 1e3 for 10 steps ------------------------------------
+
+
+@pytest.mark.parametrize(("factor", "fires"), [(9.99, False), (10.0, False), (10.01, True)])
+def test_exploding_spike_at_ten_times_the_median(factor, fires):
+    records = [rec(s, total=factor if s == 30 else 1.0) for s in range(31)]
+    assert steps(alerts_of(records), "exploding", "spike") == ([30] if fires else [])
+
+
+def test_no_spike_before_twenty_steps_of_history():
+    records = [rec(s, total=100.0 if s in (19, 20) else 1.0) for s in range(21)]
+    assert steps(alerts_of(records), "exploding", "spike") == [20]
+
+
+EXPLODING = (1e4, 1e2, 1.0, 1e-1)  # first/last 1e5 > 1e3, fitted as well
+
+
+@pytest.mark.parametrize(("persisting", "first"), [(9, None), (10, 9), (11, 9)])
+def test_exploding_depth_patience_is_ten_steps(persisting, first):
+    records = [rec(s, norms=EXPLODING if s < persisting else [1.0] * 4) for s in range(20)]
+    found = steps(alerts_of(records), "exploding", "depth")
+    assert (found[0] if found else None) == first
+
+
+# --- cooldown: one condition announced at most once per 100 steps ----------------------------
+
+
+def _nan(step):
+    return Alert("nonfinite", "critical", step, 0, ("l0",), 1.0, 0.0, "NaN", "fix")
+
+
+def test_cooldown_is_a_hundred_steps_by_default():
+    assert DetectorConfig().cooldown_steps == 100
+    manager = AlertManager(cooldown_steps=DetectorConfig().cooldown_steps)
+    announced = [a.step for s in (0, 1, 99, 100, 150, 199, 200) for a in manager.submit([_nan(s)])]
+    assert announced == [0, 100, 200]
+    assert manager.counts["nonfinite"] == 7
+
+
+# --- state round trips: resumed mid-streak, the next alert comes at the same step -------------
+
+
+def _resume_check(records, split, kind, variant=None, ctx=CTX):
+    """Detectors restored (through JSON) at ``split`` give the alerts of those that kept running;
+    fresh detectors do not (so the state is what carries the streak)."""
+    kept = GradientDetectors(DetectorConfig())
+    for r in records[:split]:
+        kept.update(r, ctx)
+    restored = GradientDetectors(DetectorConfig())
+    restored.load_state_dict(json.loads(json.dumps(kept.state_dict())))
+    fresh = GradientDetectors(DetectorConfig())
+    rest = records[split:]
+    expected = alerts_of(rest, ctx, kept)
+    assert alerts_of(rest, ctx, restored) == expected
+    assert steps(alerts_of(rest, ctx, fresh), kind, variant) != steps(expected, kind, variant)
+    return steps(expected, kind, variant)
+
+
+def test_vanishing_depth_streak_survives_a_resume():
+    records = [rec(s, norms=VANISHING) for s in range(12)]
+    assert _resume_check(records, 5, "vanishing", "depth")[0] == 9
+
+
+def test_vanishing_floor_streak_survives_a_resume():
+    records = [rec(s, norms=FLOOR) for s in range(12)]
+    assert _resume_check(records, 5, "vanishing", "floor")[0] == 9
+
+
+def test_dead_streak_survives_a_resume():
+    records = [rec(s, norms=(1.0, 0.0 if s >= 5 else 1.0, 1.0, 1.0)) for s in range(20)]
+    assert _resume_check(records, 8, "vanishing", "dead")[0] == 14
+
+
+def test_exploding_spike_history_survives_a_resume():
+    records = [rec(s, total=50.0 if s == 30 else 1.0) for s in range(32)]
+    assert _resume_check(records, 25, "exploding", "spike") == [30]
+
+
+def test_exploding_depth_streak_survives_a_resume():
+    records = [rec(s, norms=EXPLODING) for s in range(12)]
+    assert _resume_check(records, 5, "exploding", "depth")[0] == 9
+
+
+def test_exploding_growth_window_survives_a_resume():
+    records = [rec(s, total=1.2**s) for s in range(60)]
+    assert _resume_check(records, 45, "exploding", "growth")[0] == 49
+
+
+def test_exploding_update_survives_a_resume():
+    records = [rec(0, rms=[0.1] * 4), rec(1, rms=[0.1, 5.0, 0.1, 0.1])]
+    assert _resume_check(records, 1, "exploding", "update") == [1]
+
+
+def test_nonfinite_amp_streak_survives_a_resume():
+    ctx = StepContext(NAMES, amp_scaler=True)
+    records = [rec(s, norms=[np.inf] * 4) for s in range(12)]
+    assert _resume_check(records, 6, "nonfinite", ctx=ctx)[0] == 9
+
+
+def test_always_clipping_window_survives_a_resume():
+    ctx = StepContext(NAMES, clip_norm=1.0)
+    records = [rec(s, total=2.0) for s in range(102)]
+    assert _resume_check(records, 60, "always_clipping", ctx=ctx)[0] == 99
+
+
+def test_loss_spike_streak_survives_a_resume():
+    records = [rec(s, loss=50.0 if s >= 30 else 1.0) for s in range(36)]
+    # saved after two spiking steps (30, 31): the third, step 32, alerts
+    assert _resume_check(records, 32, "loss_spike")[0] == 32
