@@ -261,3 +261,19 @@ def test_loss_spike_streak_survives_a_resume():
     records = [rec(s, loss=50.0 if s >= 30 else 1.0) for s in range(36)]
     # saved after two spiking steps (30, 31): the third, step 32, alerts
     assert _resume_check(records, 32, "loss_spike")[0] == 32
+
+
+def test_always_clipping_window_slides_over_the_last_hundred_steps():
+    """100 steps without clipping, then clipping on every step: the last 100 steps hold 90
+    clipped ones at step 189 (a share over the whole run would still be 0.47 there)."""
+    ctx = StepContext(NAMES, clip_norm=1.0)
+    records = [rec(s, total=0.5 if s < 100 else 2.0) for s in range(190)]
+    assert steps(alerts_of(records, ctx), "always_clipping") == [189]
+
+
+def test_loss_spike_median_is_over_the_last_fifty_losses():
+    """A loss level that moved from 100 to 1 sixty steps ago: the median of the last 50 is 1, so
+    a jump to 50 is a spike (a median over the whole run would be 100)."""
+    losses = [100.0] * 70 + [1.0] * 60 + [50.0] * 3
+    records = [rec(s, loss=loss) for s, loss in enumerate(losses)]
+    assert steps(alerts_of(records), "loss_spike") == [132]
