@@ -133,13 +133,6 @@ def _failed_metrics(
 ) -> dict[str, Any]:
     """``metrics.json`` of a fit that raised: the error, the alerts that raised it, the gradient
     summary so far (``RunSummary`` writes it on the exception) and how far training got."""
-    from lightning_gradflow.callbacks.gradflow_monitor import ALERTS_FILE
-    from recipes.callbacks import SUMMARY_FILE
-
-    output_dir = Path(cfg.paths.output_dir)
-    summary_path = output_dir / SUMMARY_FILE
-    gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
     raised = [
         {"kind": a.kind, "severity": a.severity, "step": a.step, "message": a.message}
         for a in getattr(error, "alerts", None) or []
@@ -159,15 +152,7 @@ def _failed_metrics(
         "test_error": None,
         "baselines": [],
         "significance": {},
-        "alerts": gradient.pop("alert_counts", {}),
-        "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
-        "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
-        "training": {
-            "steps": trainer.global_step,
-            "epochs": trainer.current_epoch,
-            "best_val_loss": gradient.get("best_val_loss"),
-            "best_checkpoint": None,
-        },
+        **_gradient_record(Path(cfg.paths.output_dir), trainer, best=None),
         "fit_time_s": elapsed,
         "wall_time_s": elapsed,
     }
@@ -300,8 +285,6 @@ def _score(
 ) -> tuple[dict[str, Any], Any]:
     """Test metrics, baselines on the same split, alerts and the gradient summary; and the
     test split's ``Evaluation`` (every forecast and the realised proxy)."""
-    from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE
-    from recipes.callbacks import SUMMARY_FILE
     from recipes.volatility import Forecast, evaluate_split, significance
 
     info = _run_info(cfg)
@@ -342,9 +325,6 @@ def _score(
             **_spa_metrics(tests, name),
         )
 
-    summary_path = output_dir / SUMMARY_FILE
-    gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
     metrics = {
         "run": info,
         "status": "ok",
@@ -356,6 +336,20 @@ def _score(
             if r["model"] not in extra
         ],
         "significance": tests,
+        **_gradient_record(output_dir, trainer, best),
+    }
+    return metrics, evaluation
+
+
+def _gradient_record(output_dir: Path, trainer: Any, best: str | None) -> dict[str, Any]:
+    """The run's alert counts, alerts file, gradient summary and how far training got."""
+    from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE
+    from recipes.callbacks import SUMMARY_FILE
+
+    summary_path = output_dir / SUMMARY_FILE
+    gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
+    return {
         "alerts": gradient.pop("alert_counts", {}),
         "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
         "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
@@ -366,7 +360,6 @@ def _score(
             "best_checkpoint": best,
         },
     }
-    return metrics, evaluation
 
 
 def _spa_metrics(tests: Mapping[str, Any], model: str) -> dict[str, Any]:
