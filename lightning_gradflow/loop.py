@@ -29,8 +29,6 @@ from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.sinks import ConsoleSink, Sink
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
 
-ALERTS_FILE = "gradflow_alerts.jsonl"
-
 
 class GradFlow:
     """Watches one model in a loop you write; outputs to the writers you pass.
@@ -76,9 +74,9 @@ class GradFlow:
 
             outputs.append(WandbWriter(wandb_run, scalars=True))
         if log_dir is not None:
-            from lightning_gradflow.writers.alert_file import AlertFile, join
+            from lightning_gradflow.writers.alert_file import AlertFile
 
-            outputs.append(AlertFile(join(str(log_dir), ALERTS_FILE)))
+            outputs.append(AlertFile.in_dir(log_dir))
         run = run or RunContext()
         run.sinks = [*outputs, *sinks, *run.sinks]
         self.engine.start(run)

@@ -343,7 +343,7 @@ def _score(
 
 def _gradient_record(output_dir: Path, trainer: Any, best: str | None) -> dict[str, Any]:
     """The run's alert counts, alerts file, gradient summary and how far training got."""
-    from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE
+    from lightning_gradflow.writers.alert_file import ALERTS_FILE
     from recipes.callbacks import SUMMARY_FILE
 
     summary_path = output_dir / SUMMARY_FILE

@@ -18,8 +18,9 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.strategies import FSDPStrategy
 
-from lightning_gradflow.callbacks.lightning_hooks import ALERTS_FILE, Framework, GradFlowHooks
+from lightning_gradflow.callbacks.lightning_hooks import Framework, GradFlowHooks
 from lightning_gradflow.core.sinks import GradFlowWarning
+from lightning_gradflow.writers.alert_file import ALERTS_FILE
 
 __all__ = ["ALERTS_FILE", "GradFlowMonitor", "GradFlowWarning"]
 

@@ -23,10 +23,8 @@ from lightning_gradflow.core.layers import Granularity
 from lightning_gradflow.core.probes import ProbeConfig
 from lightning_gradflow.core.sinks import ConsoleSink, GradFlowWarning, Sink
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
-from lightning_gradflow.writers.alert_file import AlertFile, join
+from lightning_gradflow.writers.alert_file import AlertFile
 from lightning_gradflow.writers.logger import LoggerScalars
-
-ALERTS_FILE = "gradflow_alerts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ class GradFlowHooks:
                 sinks.append(TensorBoardWriter(logger.experiment))
             elif isinstance(logger, self.framework.wandb_logger):
                 sinks.append(WandbWriter(logger.experiment))
-        return [*sinks, AlertFile(join(log_dir, ALERTS_FILE)), *self.extra_sinks]
+        return [*sinks, AlertFile.in_dir(log_dir), *self.extra_sinks]
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.engine.watch(pl_module, trainer.global_step, len(trainer.optimizers))

@@ -22,6 +22,8 @@ from typing import Any
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.sinks import Sink
 
+ALERTS_FILE = "gradflow_alerts.jsonl"
+
 
 def is_url(path: str) -> bool:
     """Whether ``path`` names a remote or fsspec location (``scheme://...``), not a local one."""
@@ -47,6 +49,11 @@ class AlertFile(Sink):
     def __init__(self, path: str) -> None:
         self.path = path
         self._lines: list[str] = []
+
+    @classmethod
+    def in_dir(cls, log_dir: str) -> AlertFile:
+        """The run's ``gradflow_alerts.jsonl`` in ``log_dir`` (a local path or a URL)."""
+        return cls(join(str(log_dir), ALERTS_FILE))
 
     @property
     def name(self) -> str:
