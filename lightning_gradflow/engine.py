@@ -241,7 +241,6 @@ class GradFlowEngine:
         self._unmonitored: set[int] = set()
         self._snapshot_pending = False
         self._flush_due = False
-        self._rerun: Callable[[], object] | None = None
         self._batch: Any = None
         self._nan_origins: dict[int, NonfiniteOrigin | None] = {}
         self._summary = RunSummary()
@@ -548,8 +547,7 @@ class GradFlowEngine:
             action = self._handle(self._collector.flush(), StepInfo(self._captured_step()))
             self._deferred = "stop" if action == "stop" else self._deferred
         self._collector = None
-        self._summary.band = None
-        return self._ensure_collector(model)
+        return self._ensure_collector(model)  # its summary.remap starts a new band
 
     def _captured_step(self) -> int:
         return self._captured[0] if self._captured is not None else 0
@@ -621,11 +619,12 @@ class GradFlowEngine:
         if alert.kind != "nonfinite":
             return alert
         cooldown = self.detector_config.cooldown_steps
-        steps = [d for d in self._nan_origins if 0 <= d - alert.step < max(cooldown, 1)]
-        if not steps or self._nan_origins[min(steps)] is None:
+        step = min(
+            (d for d in self._nan_origins if 0 <= d - alert.step < max(cooldown, 1)), default=None
+        )
+        origin = self._nan_origins.get(step)
+        if origin is None:
             return alert
-        step = min(steps)
-        origin = self._nan_origins[step]
         origin = replace(origin, module=clean_name(origin.module))
         details = {**(alert.details or {}), "origin_module": origin.module, "origin_op": origin.op}
         message = (

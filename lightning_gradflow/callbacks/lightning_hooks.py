@@ -10,6 +10,7 @@ calls, its loggers become sinks, and a ``"stop"`` becomes ``trainer.should_stop`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -209,7 +210,7 @@ class GradFlowHooks:
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.engine.finish(self._info(trainer))
-        self._give_back_minimums(trainer)
+        self._give_back_minimums()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """The run dies (an error, Ctrl-C): judge and report every pending step first."""
@@ -217,7 +218,7 @@ class GradFlowHooks:
             self.engine.release()
         else:
             self.engine.finish(self._info(trainer), interrupted=True)
-        self._give_back_minimums(trainer)
+        self._give_back_minimums()
 
     # --- Lightning specifics ----------------------------------------------------------------
 
@@ -256,8 +257,6 @@ class GradFlowHooks:
         kinds = self.engine.stop_kinds
         note = f"; overriding the Trainer's {' and '.join(overridden)}" if overridden else ""
         if trainer.is_global_zero:
-            import warnings
-
             warnings.warn(
                 f"GradFlowMonitor: stopping training at step {trainer.global_step} "
                 f"({', '.join(kinds) or 'alert on another rank'}){note}.",
@@ -265,7 +264,7 @@ class GradFlowHooks:
                 stacklevel=2,
             )
 
-    def _give_back_minimums(self, trainer: Any) -> None:
+    def _give_back_minimums(self) -> None:
         for name, (owner, value) in getattr(self, "_held_minimums", {}).items():
             setattr(owner, name, value)
         self._held_minimums = {}
