@@ -78,7 +78,14 @@ from lightning_gradflow.core.probes import (
     ProbeDetectors,
     ProbeStats,
 )
+from lightning_gradflow.core.schedule import Interval, check_interval, is_due, resolve_interval
 from lightning_gradflow.core.sinks import GradFlowWarning, Sink, Sinks
+from lightning_gradflow.core.step_scalars import (
+    alert_scalars,
+    depth_summary,
+    depth_tags,
+    step_scalars,
+)
 from lightning_gradflow.core.summary import RunSummary
 from lightning_gradflow.core.validation import (
     as_config,
@@ -113,6 +120,8 @@ class RunContext:
         reduce_any: ``flag -> any rank's flag``, a collective every rank calls together (for
             stop and raise); the identity in a single process.
         sharded: plain parameters are FSDP1 shards (summed over ranks).
+        total_steps: how many optimizer steps the run will take, if known: ``"auto"``
+            intervals scale with it, and its last step gets histograms and a picture.
     """
 
     sinks: Sequence[Sink] = ()
@@ -120,6 +129,7 @@ class RunContext:
     world_size: int = 1
     reduce_any: Callable[[bool], bool] = _no_reduction
     sharded: bool = False
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +171,8 @@ class GradFlowEngine:
     def __init__(
         self,
         log_every_n_steps: int | None = None,
-        histogram_every_n_steps: int | None = 500,
-        plot_every_n_steps: int | None = 500,
+        histogram_every_n_steps: Interval = "auto",
+        plot_every_n_steps: Interval = "auto",
         granularity: Granularity = "layer",
         log_weight_norms: bool = True,
         log_update_ratios: bool = True,
@@ -180,13 +190,13 @@ class GradFlowEngine:
     ) -> None:
         for name, value in (
             ("log_every_n_steps", log_every_n_steps),
-            ("histogram_every_n_steps", histogram_every_n_steps),
-            ("plot_every_n_steps", plot_every_n_steps),
             ("linear_histogram_bins", linear_histogram_bins),
             ("check_every_n_steps", check_every_n_steps),
             ("probe_every_n_steps", probe_every_n_steps),
         ):
             check_count(name, value, allow_none=True)
+        check_interval("histogram_every_n_steps", histogram_every_n_steps)
+        check_interval("plot_every_n_steps", plot_every_n_steps)
         disable = check_kinds(disable, alert_kinds(), "alert kinds")
         check_choice("granularity", granularity, GRANULARITIES)
         check_flag("log_weight_norms", log_weight_norms)
@@ -212,6 +222,8 @@ class GradFlowEngine:
         self._gradient_disable = [k for k in disable if k in alert_kinds("gradient")]
         self._probe_disable = [k for k in disable if k in alert_kinds("probe")]
         self.log_every = log_every_n_steps or 50
+        self._histogram_every = resolve_interval(histogram_every_n_steps, None)
+        self._plot_every = resolve_interval(plot_every_n_steps, None)
         self._warned: set[str] = set()
         self._eager: ExitStack | None = None
         self.run = RunContext()
@@ -228,6 +240,7 @@ class GradFlowEngine:
             self.on_alert, self.actions, self.detector_config.cooldown_steps
         )
         self.layers: list[Layer] = []
+        self._tags: list[str] = []
         self._model: nn.Module | None = None
         self._order: list[str] | None = None
         self._collector: GradientCollector | None = None
@@ -244,6 +257,8 @@ class GradFlowEngine:
         self._batch: Any = None
         self._nan_origins: dict[int, NonfiniteOrigin | None] = {}
         self._summary = RunSummary()
+        self._last_record: StepRecord | None = None
+        self._last_plotted = False
         self._deferred: Action = "warn"
         self.stop_kinds: list[str] = []
 
@@ -258,6 +273,17 @@ class GradFlowEngine:
         self.run = run
         self._outputs = Sinks(run.sinks if run.is_rank_zero else ())
         self.log_every = self.log_every_n_steps or log_every_n_steps or 50
+        self.expect_steps(run.total_steps)
+        self._outputs.start()
+
+    def expect_steps(self, total_steps: int | None) -> None:
+        """The run will take ``total_steps`` optimizer steps (``None``: unknown).
+
+        ``"auto"`` intervals scale with it, and the last step gets histograms and a picture.
+        """
+        self.run.total_steps = total_steps
+        self._histogram_every = resolve_interval(self.histogram_every_n_steps, total_steps)
+        self._plot_every = resolve_interval(self.plot_every_n_steps, total_steps)
 
     @property
     def check_every(self) -> int:
@@ -288,11 +314,11 @@ class GradFlowEngine:
         if (
             self._probes is not None
             and self._probes.sites
-            and self._due(step, self.probe_every_n_steps)
+            and is_due(step, self.probe_every_n_steps)
             and self._probed_step != step
         ):
             self._probed_step = step
-            self._probes.attach(histograms=self._due(step, self.histogram_every_n_steps))
+            self._probes.attach(histograms=is_due(step, self._histogram_every))
             self._probe_pending = True
         hooked = self._recorder is not None or (
             self._probes is not None and self._probes.is_attached
@@ -342,10 +368,11 @@ class GradFlowEngine:
         # once per optimizer step, and a shared clock would never log some of them.
         count = self.optimizer_steps.get(optimizer_index, 0)
         self.optimizer_steps[optimizer_index] = count + 1
-        logged = self._due(count, self.log_every)
-        histogram = self._due(count, self.histogram_every_n_steps)
-        plot = self._due(count, self.plot_every_n_steps)
-        checked = self._due(count, self.check_every)
+        total = self.run.total_steps
+        logged = is_due(count, self.log_every, total)
+        histogram = is_due(count, self._histogram_every, total)
+        plot = is_due(count, self._plot_every, total)
+        checked = is_due(count, self.check_every)
         snapshot = logged and self.log_update_ratios
         collector.capture(
             step=step,
@@ -400,6 +427,9 @@ class GradFlowEngine:
         if self._collector is not None and (self._collector.num_pending or probe_alerts):
             records = self._collector.flush(all_ranks=not interrupted)
             self._handle(records, info, probe_alerts=probe_alerts, act=not interrupted)
+        if self._last_record is not None and not self._last_plotted and self._plot_every:
+            self._log_picture(self._last_record)  # the trained network, whatever the interval
+        self._outputs.finish(self.run_summary())
         self.release()
 
     def release(self) -> None:
@@ -419,6 +449,11 @@ class GradFlowEngine:
     def alerts(self) -> list[Alert]:
         """Every announced alert of the current (or last) fit, in order; same on every rank."""
         return self._manager.announced
+
+    @property
+    def layer_tags(self) -> list[str]:
+        """``<depth index>.<layer>`` of each layer, as the per-layer tags end."""
+        return list(self._tags)
 
     @property
     def alert_counts(self) -> dict[str, int]:
@@ -451,6 +486,31 @@ class GradFlowEngine:
         """
         return {**self._summary.as_dict(), "alert_counts": self.alert_counts}
 
+    def run_summary(self) -> dict[str, float]:
+        """The run in a few flat numbers, for a W&B run summary or a results table.
+
+        ``grad_flow/first_last_ratio`` and ``grad_flow/gamma`` of the run's mean profile (see
+        :meth:`gradient_summary`), ``grad_flow/dead_layers`` at the last judged step,
+        ``grad_flow/nonfinite_grad_steps`` and ``alerts/announced/<kind>``.
+
+        Example:
+            >>> GradFlowEngine().run_summary()
+            {'grad_flow/nonfinite_grad_steps': 0.0}
+        """
+        summary = self._summary.as_dict()
+        flat = {"grad_flow/nonfinite_grad_steps": float(summary["nonfinite_grad_steps"])}
+        for key in ("first_last_ratio", "gamma"):
+            if summary[key] is not None:
+                flat[f"grad_flow/{key}"] = summary[key]
+        record = self._last_record
+        if record is not None:
+            floor = self.detector_config.vanishing_floor
+            dead = depth_summary(record.layer_norms, record.has_grad, floor)
+            flat["grad_flow/dead_layers"] = dead["grad_flow/dead_layers"]
+        for kind, count in sorted(self._manager.announced_counts.items()):
+            flat[f"alerts/announced/{kind}"] = float(count)
+        return flat
+
     def state_dict(self) -> dict[str, Any]:
         """Detector windows, alert counts and cooldowns, clocks and the run summary."""
         return {
@@ -477,10 +537,6 @@ class GradFlowEngine:
 
     # --- internals ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _due(step: int, every: int | None) -> bool:
-        return every is not None and step % every == 0
-
     def _end_eager(self) -> None:
         if self._eager is not None:
             self._eager.close()
@@ -496,6 +552,7 @@ class GradFlowEngine:
             self.layers = [
                 Layer(clean_name(layer.name), layer.param_names, layer.params) for layer in layers
             ]
+            self._tags = depth_tags([layer.name for layer in self.layers])
             if not self.layers:
                 self.warn_once(
                     "no parameters",
@@ -612,6 +669,7 @@ class GradFlowEngine:
                 self._log_histograms(record)
             if plan.plot:
                 self._log_picture(record)
+            self._last_record, self._last_plotted = record, plan.plot
         return self._act(fresh) if act else "warn"
 
     def _with_origin(self, alert: Alert) -> Alert:
@@ -653,20 +711,9 @@ class GradFlowEngine:
 
     def _log_scalars(self, record: StepRecord, multi: bool) -> None:
         suffix = f"_optimizer{record.optimizer_index}" if multi else ""
-        metrics: dict[str, float] = {
-            f"grad_norm/total{suffix}": record.total_norm,
-            f"grad_nonfinite/layers{suffix}": float(len(record.nonfinite_layers)),
-        }
-        for kind, count in self._manager.counts.items():
-            metrics[f"alerts/{kind}"] = float(count)
-        for i, layer in enumerate(self.layers):
-            if not record.has_grad[i]:
-                continue
-            metrics[f"grad_norm/{layer.name}"] = float(record.layer_norms[i])
-            if record.weight_norms is not None:
-                metrics[f"weight_norm/{layer.name}"] = float(record.weight_norms[i])
-            if record.update_ratios is not None and np.isfinite(record.update_ratios[i]):
-                metrics[f"update_ratio/{layer.name}"] = float(record.update_ratios[i])
+        floor = self.detector_config.vanishing_floor
+        metrics = step_scalars(record, self._tags, floor, suffix)
+        metrics.update(alert_scalars(self._manager.announced_counts, self._manager.counts))
         self._outputs.scalars(record.step, metrics)
 
     def _log_histograms(self, record: StepRecord) -> None:
@@ -674,16 +721,16 @@ class GradFlowEngine:
             return
         edges = np.asarray(self.histogram_bins.edges())
         hists = {
-            f"grad_hist/{layer.name}": (record.log_histograms[i], edges)
-            for i, layer in enumerate(self.layers)
+            f"grad_log10_hist/{tag}": (record.log_histograms[i], edges)
+            for i, tag in enumerate(self._tags)
             if record.has_grad[i]
         }
         if record.linear_histograms is not None:
             counts, maxima = record.linear_histograms
             unit = np.linspace(-1.0, 1.0, counts.shape[1] + 1)
-            for i, layer in enumerate(self.layers):
+            for i, tag in enumerate(self._tags):
                 if record.has_grad[i] and maxima[i] > 0:
-                    hists[f"grad_values/{layer.name}"] = (counts[i], unit * maxima[i])
+                    hists[f"grad_values/{tag}"] = (counts[i], unit * maxima[i])
         self._outputs.histograms(record.step, hists)
 
     def _log_picture(self, record: StepRecord) -> None:
@@ -708,4 +755,4 @@ class GradFlowEngine:
             record.step,
             nonfinite=bad,
         )
-        self._outputs.image(record.step, "grad_flow", image)
+        self._outputs.image(record.step, "grad_flow/picture", image)

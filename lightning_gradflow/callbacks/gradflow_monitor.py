@@ -31,18 +31,30 @@ class GradFlowMonitor(GradFlowHooks, Callback):
     Every optimizer step, per-layer gradient norms are computed on the device in a few batched
     kernels and kept there; on logged steps everything pending is copied to the host at once.
 
-    Logged scalars (to every logger, at ``log_every_n_steps``):
-    ``grad_norm/total``, ``grad_norm/<layer>``, ``weight_norm/<layer>``, ``update_ratio/<layer>``
-    (``||Δθ|| / ||θ||`` of that step's update) and ``grad_nonfinite/layers``.
-    Histograms of log10|g| per layer (``grad_hist/<layer>``) go to TensorBoard and W&B every
-    ``histogram_every_n_steps``; the gradient-flow picture (``grad_flow``) every
-    ``plot_every_n_steps``.
+    Logged scalars (to every logger, at ``log_every_n_steps`` and at the run's last step),
+    under the same tags for every architecture:
+
+    * ``grad_flow/first_last_ratio`` (and its ``log10_``), ``grad_flow/gamma`` (per-layer
+      factor of the depth fit), ``grad_flow/dead_layers`` (below the vanishing floor),
+      ``grad_flow/min_log10_norm`` and ``grad_flow/max_log10_norm``: the story in a few cards;
+    * ``grad_norm/total`` and ``grad_nonfinite/layers``;
+    * per layer, tagged ``<depth index>.<layer>`` so text order is depth order:
+      ``grad_log10_norm/`` (an exact zero as -13, NaN/Inf as NaN), ``weight_norm/`` and
+      ``update_ratio_log10/`` (``||Δθ|| / ||θ||`` of that step's update);
+    * ``alerts/announced/<kind>`` and ``alerts/active_steps/<kind>`` (steps the condition held).
+
+    Histograms of log10|g| per layer (``grad_log10_hist/<index>.<layer>``) go to TensorBoard and
+    W&B, and the gradient-flow picture (``grad_flow/picture``) too, at the first step, every
+    ``histogram_every_n_steps``/``plot_every_n_steps`` and at the last step (the picture also
+    when a run ends early). TensorBoard gets a Custom Scalars layout; W&B an alerts table and
+    the run's summary numbers (:meth:`run_summary`) in its run summary.
 
     Args:
         log_every_n_steps: scalar logging interval in optimizer steps; ``None`` takes the
             Trainer's ``log_every_n_steps``.
-        histogram_every_n_steps: histogram interval; ``None`` turns histograms off.
-        plot_every_n_steps: gradient-flow picture interval; ``None`` turns it off.
+        histogram_every_n_steps: histogram interval; ``"auto"``: 500, or a tenth of the run
+            when its length is known (a short run still gets several); ``None``: off.
+        plot_every_n_steps: gradient-flow picture interval, as above.
         granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
             element of the outermost ``ModuleList``/``Sequential``, for very deep models).
         log_weight_norms: log per-layer weight norms on logged steps.
@@ -76,9 +88,10 @@ class GradFlowMonitor(GradFlowHooks, Callback):
             a bad number of bins, threshold, kind or action.
 
     Alerts are in :attr:`alerts` (in order), counted per kind in :attr:`alert_counts`, printed
-    once on rank zero (category :class:`GradFlowWarning`), written as text to TensorBoard, as
-    ``run.alert`` plus a logged record to W&B, as a scalar ``alerts/<kind>`` (running count) to
-    every logger, and as a line of ``gradflow_alerts.jsonl`` in the run's log directory.
+    once on rank zero as one line (category :class:`GradFlowWarning`), written as text to
+    TensorBoard, as ``run.alert`` plus a row of the ``gradflow/alerts`` table to W&B, counted in
+    the ``alerts/*`` scalars, and as a line of ``gradflow_alerts.jsonl`` in the run's log
+    directory.
     """
 
     framework = Framework(TensorBoardLogger, WandbLogger, FSDPStrategy)

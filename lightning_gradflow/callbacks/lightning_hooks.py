@@ -10,6 +10,7 @@ calls, its loggers become sinks, and a ``"stop"`` becomes ``trainer.should_stop`
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from lightning_gradflow.core.detectors import DetectorConfig
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import Granularity
 from lightning_gradflow.core.probes import ProbeConfig
+from lightning_gradflow.core.schedule import Interval
 from lightning_gradflow.core.sinks import ConsoleSink, GradFlowWarning, Sink
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
 from lightning_gradflow.writers.alert_file import AlertFile
@@ -47,8 +49,8 @@ class GradFlowHooks:
     def __init__(
         self,
         log_every_n_steps: int | None = None,
-        histogram_every_n_steps: int | None = 500,
-        plot_every_n_steps: int | None = 500,
+        histogram_every_n_steps: Interval = "auto",
+        plot_every_n_steps: Interval = "auto",
         granularity: Granularity = "layer",
         log_weight_norms: bool = True,
         log_update_ratios: bool = True,
@@ -183,6 +185,7 @@ class GradFlowHooks:
         return [*sinks, AlertFile.in_dir(log_dir), *self.extra_sinks]
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.engine.expect_steps(_total_steps(trainer))
         self.engine.watch(pl_module, trainer.global_step, len(trainer.optimizers))
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, idx: int) -> None:
@@ -287,3 +290,13 @@ def _muted_training_step(pl_module: Any, batch: Any, batch_idx: int) -> object:
     finally:
         for name in names:
             delattr(pl_module, name)
+
+
+def _total_steps(trainer: Any) -> int | None:
+    """The optimizer steps the fit will take, if the Trainer can tell (``max_steps``, or
+    ``max_epochs`` times the batches per epoch)."""
+    try:
+        total = trainer.estimated_stepping_batches
+    except Exception:  # an iterable dataset without length, no limit: unknown
+        return None
+    return int(total) if math.isfinite(total) and total > 0 else None

@@ -89,6 +89,11 @@ class AlertManager:
             fresh.append(alert)
         return fresh
 
+    @property
+    def announced_counts(self) -> Counter[str]:
+        """Alerts announced per kind (``counts`` holds every occurrence, announced or not)."""
+        return Counter(alert.kind for alert in self.announced)
+
     def action_of(self, alert: Alert) -> Action:
         return self.actions.get(alert.kind, self.on_alert)
 

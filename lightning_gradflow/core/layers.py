@@ -122,14 +122,19 @@ def _block_of(module_name: str, model: nn.Module) -> str:
 
 
 def _depth_key(module_name: str, first_seen: dict[str, int]) -> int:
-    """Forward position of a module, or of its nearest ancestor that ran."""
+    """Forward position of a module, or of its nearest ancestor below the root that ran.
+
+    The root's own parameters take the root's position (first); a top-level module that did
+    not run in the recorded pass (one added since) goes last.
+    """
+    if not module_name:
+        return first_seen.get("", len(first_seen))
     name = module_name
-    while True:
+    while name:
         if name in first_seen:
             return first_seen[name]
-        if not name:
-            return len(first_seen)
         name = name.rpartition(".")[0]
+    return len(first_seen)
 
 
 def group_parameters(

@@ -39,7 +39,29 @@ Histogram = tuple[np.ndarray, np.ndarray]
 
 
 class GradFlowWarning(UserWarning):
-    """The category of the console warnings the monitor prints (filter it like any warning)."""
+    r"""The category of the console warnings the monitor prints (filter it like any warning).
+
+    They print as one line each, without the source file and line that Python puts in front of
+    a warning (they are about the user's run, not about a line of this library's code).
+
+    Example:
+        >>> warnings.formatwarning(GradFlowWarning("step 3: NaN"), GradFlowWarning, "x.py", 7)
+        'GradFlowWarning: step 3: NaN\n'
+    """
+
+
+def _one_line_format(formatter: Callable[..., str]) -> Callable[..., str]:
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if isinstance(category, type) and issubclass(category, GradFlowWarning):
+            return f"{category.__name__}: {message}\n"
+        return formatter(message, category, filename, lineno, line)
+
+    format_warning.gradflow = True  # type: ignore[attr-defined]
+    return format_warning
+
+
+if not getattr(warnings.formatwarning, "gradflow", False):  # once, over Lightning's own format
+    warnings.formatwarning = _one_line_format(warnings.formatwarning)
 
 
 class Sink:
@@ -49,6 +71,9 @@ class Sink:
     def name(self) -> str:
         """How warnings name this output."""
         return type(self).__name__
+
+    def start(self) -> None:
+        """A fit starts (a TensorBoard writer writes its dashboard layout here)."""
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         """Numbers at ``step``."""
@@ -64,6 +89,9 @@ class Sink:
 
     def record(self, record: StepRecord) -> None:
         """Every judged step's statistics, in order (for sinks that keep their own history)."""
+
+    def finish(self, summary: Mapping[str, float]) -> None:
+        """The fit ended: the run's summary numbers (``GradFlowEngine.run_summary``)."""
 
 
 class ConsoleSink(Sink):
@@ -101,6 +129,9 @@ class Sinks:
                     stacklevel=2,
                 )
 
+    def start(self) -> None:
+        self._each("start")
+
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         self._each("scalars", step, metrics)
 
@@ -115,3 +146,6 @@ class Sinks:
 
     def record(self, record: StepRecord) -> None:
         self._each("record", record)
+
+    def finish(self, summary: Mapping[str, float]) -> None:
+        self._each("finish", summary)

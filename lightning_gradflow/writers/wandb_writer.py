@@ -1,5 +1,8 @@
 """Weights & Biases writer: histograms from on-device counts, images and alerts.
 
+Announced alerts go to W&B's alert feed (``run.alert``) and to one table, ``gradflow/alerts``,
+re-logged with every new alert; the run's summary numbers go to the run summary at the end.
+
 Every call logs ``trainer/global_step`` beside its values, the step metric that Lightning's
 ``WandbLogger`` declares, so W&B plots these against the same x-axis as the scalars.
 
@@ -23,6 +26,8 @@ from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.sinks import Histogram, Sink
 
 STEP_KEY = "trainer/global_step"
+ALERTS_TABLE = "gradflow/alerts"
+ALERT_COLUMNS = ("step", "kind", "severity", "layers", "value", "threshold", "message", "hint")
 
 
 def merge_bins(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> Histogram:
@@ -62,6 +67,7 @@ class WandbWriter(Sink):
         self._wandb = wandb
         self.run = run
         self.write_scalars = scalars
+        self._alert_rows: list[list[Any]] = []
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.write_scalars:
@@ -91,4 +97,20 @@ class WandbWriter(Sink):
             level=level,
             wait_duration=0,
         )
-        self.run.log({f"alerts/{alert.kind}_record": alert.to_dict(), STEP_KEY: alert.step})
+        self._alert_rows.append(
+            [
+                alert.step,
+                alert.kind,
+                alert.severity,
+                ", ".join(alert.layers),
+                alert.value,
+                alert.threshold,
+                alert.message,
+                alert.hint,
+            ]
+        )
+        table = self._wandb.Table(columns=list(ALERT_COLUMNS), data=self._alert_rows)
+        self.run.log({ALERTS_TABLE: table, STEP_KEY: alert.step})
+
+    def finish(self, summary: Mapping[str, float]) -> None:
+        self.run.summary.update(dict(summary))

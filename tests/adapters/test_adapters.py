@@ -32,15 +32,19 @@ def _events(log_dir: Path) -> EventAccumulator:
     return events
 
 
-def assert_everything_arrived(log_dir: Path, layers: list[str]) -> None:
-    """Scalars every step, histograms and pictures every 2, the NaN alert as text and JSON."""
+def assert_everything_arrived(log_dir: Path, layers: list[str], knows_length: bool) -> None:
+    """Scalars every step, histograms and pictures every 2 (and at the last step when the loop
+    tells the run's length), a picture of the trained net anyway, the NaN alert as text and
+    JSON."""
     events = _events(log_dir)
     tags = events.Tags()
     assert [e.step for e in events.Scalars("grad_norm/total")] == list(range(STEPS))
-    for layer in layers:
-        assert f"grad_norm/{layer}" in tags["scalars"]
-        assert [e.step for e in events.Histograms(f"grad_hist/{layer}")] == [0, 2, 4]
-    assert [e.step for e in events.Images("grad_flow")] == [0, 2, 4]
+    last = [STEPS - 1] if knows_length else []
+    for i, layer in enumerate(layers):
+        assert f"grad_log10_norm/{i:02d}.{layer}" in tags["scalars"]
+        hists = events.Histograms(f"grad_log10_hist/{i:02d}.{layer}")
+        assert [e.step for e in hists] == [0, 2, 4, *last]
+    assert [e.step for e in events.Images("grad_flow/picture")] == [0, 2, 4, STEPS - 1]
     assert "probe/dead_relu/net.1" in tags["scalars"]
     [text] = events.Tensors("alerts/nonfinite/text_summary")
     assert text.step == NAN_STEP
@@ -73,7 +77,7 @@ def test_plain_pytorch_loop_with_a_summary_writer(tmp_path):
             optimizer.zero_grad()
     writer.close()
     assert [(a.kind, a.step) for a in monitor.alerts] == [("nonfinite", NAN_STEP)]
-    assert_everything_arrived(tmp_path, LAYERS)
+    assert_everything_arrived(tmp_path, LAYERS, knows_length=False)
 
 
 def test_plain_loop_stop_and_before_after_steps(tmp_path):
@@ -117,7 +121,7 @@ def test_fabric_loop(tmp_path):
     monitor.close()
     fabric.logger.finalize("success")
     assert [layer.name for layer in monitor.engine.layers] == LAYERS  # no wrapper prefixes
-    assert_everything_arrived(tmp_path / "f" / "version_0", LAYERS)
+    assert_everything_arrived(tmp_path / "f" / "version_0", LAYERS, knows_length=False)
 
 
 class LightningRegressor(L.LightningModule):
@@ -171,7 +175,7 @@ def test_lightning_packages(tmp_path, package):
     )
     trainer.fit(model, nan_loader(NAN_STEP, n=256))
     assert [(a.kind, a.step) for a in monitor.alerts] == [("nonfinite", NAN_STEP)]
-    assert_everything_arrived(tmp_path / "l" / "version_0", LAYERS)
+    assert_everything_arrived(tmp_path / "l" / "version_0", LAYERS, knows_length=True)
 
 
 @pytest.mark.parametrize("action", ["stop", "raise"])
@@ -187,7 +191,7 @@ def test_lightning_ddp_ranks_act_together_and_rank_zero_writes(tmp_path, action)
     [line] = (log_dir / "gradflow_alerts.jsonl").read_text().splitlines()  # written once
     assert json.loads(line)["kind"] == "nonfinite"
     events = _events(log_dir)
-    assert [e.step for e in events.Histograms("grad_hist/net.0")] == [0, 5]
+    assert [e.step for e in events.Histograms("grad_log10_hist/00.net.0")] == [0, 5]
     assert "probe/saturation/net.1" in events.Tags()["scalars"]
 
 

@@ -58,7 +58,12 @@ def test_overrides_for_other_kinds_do_not_interrupt():
 
 def test_check_interval_sets_how_soon_alerts_speak():
     monitor = GradFlowMonitor(
-        log_every_n_steps=50, check_every_n_steps=4, on_alert="stop", probe_every_n_steps=None
+        log_every_n_steps=50,
+        check_every_n_steps=4,
+        on_alert="stop",
+        probe_every_n_steps=None,
+        histogram_every_n_steps=None,  # their steps are judged too (a picture shows alerts)
+        plot_every_n_steps=None,
     )
     assert _fit(monitor).global_step == 9  # step 5 judged at the check of step 8
     assert monitor.alerts[0].step == 5  # but reported at the step it happened

@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lightning_gradflow import GradFlowWarning
 from tests.helpers.wandb_records import (
     alerts,
+    find_wandb_file,
     finish_wandb,
     history_rows,
     offline_wandb_env,
@@ -46,16 +47,24 @@ def test_every_sink_gets_the_alert_once(tmp_path, monkeypatch):
     [text] = events.Tensors("alerts/vanishing/text_summary")
     assert text.step == 9
     assert b"falls from" in text.tensor_proto.string_val[0]
-    counts = events.Scalars("alerts/vanishing")
-    assert counts[-1].value == 11 and counts[-1].step == 19
+    active = events.Scalars("alerts/active_steps/vanishing")
+    assert active[-1].value == 11 and active[-1].step == 19
+    announced = events.Scalars("alerts/announced/vanishing")
+    assert announced[0].step >= 9 and {e.value for e in announced} == {1.0}  # 1 shown, 11 held
 
     records = read_finished_records(root)
     [wandb_alert] = alerts(records)
     assert wandb_alert["title"] == "gradflow: vanishing at step 9"
     assert "Fix:" in wandb_alert["text"]
-    logged = [r for r in history_rows(records) if "alerts/vanishing_record/kind" in r]
-    assert len(logged) == 1 and logged[0]["alerts/vanishing_record/step"] == 9
+    [row] = [r for r in history_rows(records) if r.get("gradflow/alerts/_type") == "table-file"]
+    assert row["gradflow/alerts/nrows"] == 1
+    files = find_wandb_file(root).parent / "files"
+    table = json.loads((files / row["gradflow/alerts/path"]).read_text())
+    assert table["columns"][:3] == ["step", "kind", "severity"]
+    [(step, kind, severity, layers, *_)] = table["data"]
+    assert (step, kind, severity) == (9, "vanishing", monitor.alerts[0].severity)
+    assert layers.startswith("net.layers.linear1")
 
     csv_header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
-    assert "alerts/vanishing" in csv_header
+    assert "alerts/announced/vanishing" in csv_header
     finish_wandb()

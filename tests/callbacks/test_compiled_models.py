@@ -45,8 +45,9 @@ def test_compiled_model_reports_what_eager_reports(tmp_path, compiled):
     monitor, cols = _fit(tmp_path, compiled)
     assert counters["stats"]["unique_graphs"] == 1
     assert [layer.name for layer in monitor.layers] == ["net.0", "net.2", "net.4", "net.6"]
-    tags = [t for t in eager_cols if t.startswith(("grad_norm/", "probe/", "update_ratio/"))]
-    assert "probe/dead_relu/net.1" in tags and "grad_norm/net.0" in tags
+    prefixes = ("grad_log10_norm/", "probe/", "update_ratio_log10/")
+    tags = [t for t in eager_cols if t.startswith(prefixes)]
+    assert "probe/dead_relu/net.1" in tags and "grad_log10_norm/00.net.0" in tags
     for tag in tags:
         np.testing.assert_allclose(cols[tag], eager_cols[tag], rtol=1e-4, err_msg=tag)
     assert monitor.alert_counts == eager.alert_counts == {}

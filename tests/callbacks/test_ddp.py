@@ -40,7 +40,7 @@ def runs(request, tmp_path_factory, single_run):
 
 def test_ddp_logs_the_same_norms_as_one_process(runs):
     single, ddp = runs
-    prefixes = ("grad_norm/", "weight_norm/", "update_ratio/")
+    prefixes = ("grad_norm/", "grad_log10_norm/", "weight_norm/", "update_ratio_log10/")
     tags = [t for t in single.Tags()["scalars"] if t.startswith(prefixes)]
     assert "grad_norm/total" in tags and len(tags) == 13
     assert set(tags) <= set(ddp.Tags()["scalars"])
@@ -54,11 +54,12 @@ def test_ddp_logs_the_same_norms_as_one_process(runs):
 
 def test_ddp_histograms_logged_once_per_step(runs):
     single, ddp = runs
-    tags = [t for t in single.Tags()["histograms"] if t.startswith(("grad_hist/", "grad_values/"))]
+    prefixes = ("grad_log10_hist/", "grad_values/")
+    tags = [t for t in single.Tags()["histograms"] if t.startswith(prefixes)]
     assert len(tags) == 8
     for tag in tags:
         hists = ddp.Histograms(tag)
-        assert [h.step for h in hists] == [0, 2, 4]
+        assert [h.step for h in hists] == [0, 2, 4, 5]  # 5: the last step
         for h_single, h_ddp in zip(single.Histograms(tag), hists, strict=True):
             a, b = h_single.histogram_value, h_ddp.histogram_value
             assert sum(b.bucket) == sum(a.bucket), tag  # every element counted once

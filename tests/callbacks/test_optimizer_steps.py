@@ -24,6 +24,10 @@ def _values(rows: list[dict], column: str) -> dict[int, float]:
     return {int(r["step"]): float(r[column]) for r in rows if r.get(column)}
 
 
+def _layer_tag(monitor: GradFlowMonitor, layer: str) -> str:
+    return dict(zip([x.name for x in monitor.layers], monitor.layer_tags, strict=True))[layer]
+
+
 class Gan(pl.LightningModule):
     """Manual optimization, discriminator then generator: global_step advances by 2 a batch."""
 
@@ -68,9 +72,9 @@ def test_every_optimizer_of_a_gan_is_logged_with_its_update_ratios(tmp_path, eve
     assert sorted(_values(rows, "grad_norm/total_optimizer1")) == disc_steps
     assert sorted(_values(rows, "grad_norm/total_optimizer0")) == gen_steps
     for layer, steps in (("disc.0", disc_steps), ("gen.0", gen_steps), ("gen.2", gen_steps)):
-        ratios = _values(rows, f"update_ratio/{layer}")
+        ratios = _values(rows, f"update_ratio_log10/{_layer_tag(monitor, layer)}")
         assert sorted(ratios) == steps
-        assert all(0 < r < 1 for r in ratios.values())
+        assert all(-6 < r < 0 for r in ratios.values())  # 0 < ||Δθ||/||θ|| < 1
 
 
 class UpdateTracker(pl.Callback):
@@ -112,7 +116,7 @@ def test_lbfgs_gives_one_record_per_step_with_the_whole_steps_update(tmp_path):
     assert [int(r["step"]) for r in rows] == [0, 1, 2]  # one row per step, not per closure
     assert monitor.alert_counts == {}
     # the ratio covers all 4 inner iterations of the step (measured from outside)
-    ratios = _values(rows, "update_ratio/net.0")
+    ratios = {step: 10**r for step, r in _values(rows, "update_ratio_log10/00.net.0").items()}
     assert ratios == pytest.approx(tracker.ratios, rel=1e-4)
     # the loss of the step is the first closure's (at the parameters the step started from)
     losses = monitor.state_dict()["detectors"]["loss_spike"]["losses"]
@@ -153,7 +157,8 @@ def test_parameters_added_mid_fit_are_monitored_from_then_on(tmp_path):
     assert any("new parameters at step 5" in m and "new: extra" in m for m in console)
     [alert] = monitor.alerts
     assert (alert.kind, alert.step, alert.layers) == ("nonfinite", 8, ("extra",))
-    extra = _values(_rows(logger), "grad_norm/extra")
+    assert monitor.layer_tags[-1] == "03.extra"
+    extra = _values(_rows(logger), "grad_log10_norm/03.extra")
     assert sorted(extra) == list(range(5, 12))
     assert [math.isnan(extra[s]) for s in (7, 8, 9)] == [False, True, True]  # SGD spread it
     summary = monitor.gradient_summary()

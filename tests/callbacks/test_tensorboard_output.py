@@ -25,35 +25,50 @@ def tb_run(tmp_path_factory):
     return monitor, model, events
 
 
-def test_scalar_tags_and_steps(tb_run):
+def _values(events, tag):
+    return np.array([e.value for e in events.Scalars(tag)])
+
+
+def test_scalar_tags_keep_depth_order_and_the_last_step(tb_run):
     monitor, _, events = tb_run
     tags = set(events.Tags()["scalars"])
-    names = [layer.name for layer in monitor.layers]
-    assert names == ["net.0", "net.2", "net.4", "net.6"]
-    for name in names:
-        assert {f"grad_norm/{name}", f"weight_norm/{name}", f"update_ratio/{name}"} <= tags
-    assert "grad_norm/total" in tags
-    steps = [e.step for e in events.Scalars("grad_norm/total")]
-    assert steps == [0, 2, 4, 6]
-    values = [e.value for e in events.Scalars("grad_norm/net.0")]
-    assert all(np.isfinite(values)) and all(v > 0 for v in values)
+    assert [layer.name for layer in monitor.layers] == ["net.0", "net.2", "net.4", "net.6"]
+    assert monitor.layer_tags == ["00.net.0", "01.net.2", "02.net.4", "03.net.6"]
+    per_layer = sorted(t for t in tags if t.startswith("grad_log10_norm/"))
+    assert per_layer == [f"grad_log10_norm/{tag}" for tag in monitor.layer_tags]  # text = depth
+    for tag in monitor.layer_tags:
+        assert {f"weight_norm/{tag}", f"update_ratio_log10/{tag}"} <= tags
+    # every log_every_n_steps=2, and the run's last step (max_steps=8)
+    assert [e.step for e in events.Scalars("grad_norm/total")] == [0, 2, 4, 6, 7]
+    assert all(np.isfinite(_values(events, "grad_log10_norm/00.net.0")))
 
 
 def test_total_is_the_norm_of_the_layer_norms(tb_run):
     monitor, _, events = tb_run
-    layers = [
-        np.array([e.value for e in events.Scalars(f"grad_norm/{layer.name}")])
-        for layer in monitor.layers
-    ]
-    total = np.array([e.value for e in events.Scalars("grad_norm/total")])
-    np.testing.assert_allclose(np.sqrt(sum(v**2 for v in layers)), total, rtol=1e-5)
+    layers = [10 ** _values(events, f"grad_log10_norm/{tag}") for tag in monitor.layer_tags]
+    total = _values(events, "grad_norm/total")
+    np.testing.assert_allclose(np.sqrt(sum(v**2 for v in layers)), total, rtol=1e-4)
+
+
+def test_depth_summaries_describe_the_logged_layer_norms(tb_run):
+    monitor, _, events = tb_run
+    logs = np.stack([_values(events, f"grad_log10_norm/{tag}") for tag in monitor.layer_tags])
+    slope = np.polyfit(np.arange(len(logs)), logs, 1)[0]  # one fit per logged step
+    np.testing.assert_allclose(_values(events, "grad_flow/gamma"), 10**-slope, rtol=1e-4)
+    ratio = _values(events, "grad_flow/log10_first_last_ratio")
+    np.testing.assert_allclose(ratio, logs[0] - logs[-1], atol=1e-4)
+    np.testing.assert_allclose(_values(events, "grad_flow/first_last_ratio"), 10**ratio, rtol=1e-4)
+    np.testing.assert_allclose(_values(events, "grad_flow/min_log10_norm"), logs.min(0), atol=1e-5)
+    np.testing.assert_allclose(_values(events, "grad_flow/max_log10_norm"), logs.max(0), atol=1e-5)
+    dead = (10**logs < monitor.detector_config.vanishing_floor).sum(0)
+    np.testing.assert_array_equal(_values(events, "grad_flow/dead_layers"), dead)
 
 
 def test_histogram_counts_sum_to_layer_element_count(tb_run):
     monitor, _, events = tb_run
-    for layer in monitor.layers:
-        hists = events.Histograms(f"grad_hist/{layer.name}")
-        assert [h.step for h in hists] == [0, 3, 6]
+    for layer, tag in zip(monitor.layers, monitor.layer_tags, strict=True):
+        hists = events.Histograms(f"grad_log10_hist/{tag}")
+        assert [h.step for h in hists] == [0, 3, 6, 7]  # and the trained network at the end
         for h in hists:
             assert sum(h.histogram_value.bucket) == layer.numel
             assert h.histogram_value.num == layer.numel
@@ -63,7 +78,7 @@ def test_histogram_counts_sum_to_layer_element_count(tb_run):
 
 def test_gradient_flow_picture(tb_run):
     _, _, events = tb_run
-    images = events.Images("grad_flow")
-    assert [i.step for i in images] == [0, 4]
+    images = events.Images("grad_flow/picture")
+    assert [i.step for i in images] == [0, 4, 7]
     assert images[0].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
     assert images[0].width >= 600 and images[0].height >= 400

@@ -65,7 +65,7 @@ def _pictures(monkeypatch, scales, plot_every=3):
         optimizer.zero_grad()  # no update: the weight stays 1, the gradient norm is |scale|
         engine.after_optimizer_step()
         engine.end_batch(StepInfo(step))
-    assert images.steps == [(c["step"], "grad_flow") for c in calls]
+    assert images.steps == [(c["step"], "grad_flow/picture") for c in calls]
     return calls
 
 

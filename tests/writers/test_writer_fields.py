@@ -158,7 +158,39 @@ def test_wandb_alert_level_title_text_and_record(severity, level):
         "gradient norm falls from 1 to 2.5e-4\nThreshold 0.001. Fix: use residuals"
     )
     assert call["wait_duration"] == 0
-    assert run.logged == [{"alerts/vanishing_record": sent.to_dict(), "trainer/global_step": 7}]
+    [logged] = run.logged
+    assert logged["trainer/global_step"] == 7
+    table = logged["gradflow/alerts"]
+    assert table.columns == [
+        "step",
+        "kind",
+        "severity",
+        "layers",
+        "value",
+        "threshold",
+        "message",
+        "hint",
+    ]
+    assert table.data == [
+        [7, "vanishing", severity, "net.0, net.2", 2.5e-4, 1e-3, sent.message, "use residuals"]
+    ]
+
+
+def test_wandb_alert_table_keeps_every_alert_and_the_summary_takes_the_run_numbers():
+    pytest.importorskip("wandb")
+    from lightning_gradflow.writers.wandb_writer import WandbWriter
+
+    run = FakeRun()
+    run.summary = {}
+    writer = WandbWriter(run)
+    writer.alert(alert("warning"), count=1)
+    writer.alert(alert("critical", kind="nonfinite", step=9), count=1)
+    assert [row[:2] for row in run.logged[-1]["gradflow/alerts"].data] == [
+        [7, "vanishing"],
+        [9, "nonfinite"],
+    ]
+    writer.finish({"grad_flow/gamma": 0.5, "alerts/announced/vanishing": 1.0})
+    assert run.summary == {"grad_flow/gamma": 0.5, "alerts/announced/vanishing": 1.0}
 
 
 def test_wandb_scalars_histograms_and_image():
