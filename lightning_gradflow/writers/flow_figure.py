@@ -1,7 +1,9 @@
 """The gradient-flow picture: layer index (input to output) against log10 gradient norm.
 
 Rendered with matplotlib's object API on the Agg canvas (no pyplot state, no display), and
-returned as an RGB array that every backend can store as an image.
+returned as an RGB array that every backend can store as an image. Zero-gradient layers are
+marked at the bottom edge, NaN/Inf ones at the top; ``log10_range`` fixes the y-axis so pictures
+compare across steps and runs.
 
 Example:
     >>> import numpy as np
@@ -28,6 +30,7 @@ _MAX_NAMED_TICKS = 40
 
 
 def short_name(name: str, width: int = 28) -> str:
+    """``name`` cut to its last ``width`` characters, with a leading ellipsis if cut."""
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
