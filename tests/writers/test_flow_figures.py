@@ -6,15 +6,15 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.colors import to_rgb
 
-from lightning_gradflow.core.flow_history import FlowHistory  # noqa: E402
-from lightning_gradflow.writers.flow_figure import (  # noqa: E402
+from lightning_gradflow.core.flow_history import FlowHistory
+from lightning_gradflow.writers.flow_figure import (
     figure_to_rgb,
     gradient_flow_figure,
     render_gradient_flow,
 )
-from lightning_gradflow.writers.flow_heatmap import (  # noqa: E402
+from lightning_gradflow.writers.flow_heatmap import (
     NONFINITE_COLOR,
     ZERO_COLOR,
     flow_heatmap_figure,
@@ -47,7 +47,7 @@ def _vanishing(steps: int = 100, zero_from: int = 60, nonfinite_at: int = 80) ->
 def _cell_pixels(fig, image, step: float, layer: int, half: int = 0) -> np.ndarray:
     """The pixels around the centre of a heatmap cell (``half`` pixels either side)."""
     x, y = fig.axes[0].transData.transform((step, layer))
-    row, col = image.shape[0] - int(round(y)), int(round(x))
+    row, col = image.shape[0] - round(y), round(x)
     return image[row - half : row + half + 1, col - half : col + half + 1].reshape(-1, 3)
 
 
@@ -106,7 +106,7 @@ def test_heatmap_refuses_a_grid_that_does_not_match():
 def test_render_flow_heatmap_returns_the_figure_pixels():
     history = _vanishing(steps=5)
     image = render_flow_heatmap(history.names, history.steps, history.log10_norms())
-    assert image.shape == (610, 900, 3) and image.dtype == np.uint8
+    assert image.shape == (480, 900, 3) and image.dtype == np.uint8
 
 
 def _profile(scale: float = 1.0) -> np.ndarray:
@@ -119,8 +119,8 @@ def _marked(fig, image, layer: int, height: float, colour: str) -> bool:
     """Whether ``colour`` shows near ``layer`` at ``height`` (axes fraction) of the picture."""
     ax = fig.axes[0]
     box = ax.get_window_extent()
-    col = int(round(ax.transData.transform((layer, 0))[0]))
-    row = image.shape[0] - int(round(box.y0 + height * box.height))
+    col = round(ax.transData.transform((layer, 0))[0])
+    row = image.shape[0] - round(box.y0 + height * box.height)
     window = image[row - 3 : row + 4, col - 3 : col + 4].reshape(-1, 3)
     return bool((window == _rgb(colour)).all(axis=1).any())
 
@@ -136,10 +136,9 @@ def test_picture_marks_zero_and_nonfinite_layers_at_the_edges_of_any_range():
         assert ax.get_ylabel() == "log10 ‖g‖"
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
         assert {"zero gradient", "NaN/Inf gradient"} <= set(legend)
-        zero_marks = [layer for layer in range(LAYERS) if _marked(fig, image, layer, 0.03, "0.35")]
-        assert zero_marks == [0, 3]
-        nonfinite_marks = [l for l in range(LAYERS) if _marked(fig, image, l, 0.97, "tab:red")]
-        assert nonfinite_marks == [LAYERS - 1]
+        layers = range(LAYERS)
+        assert [i for i in layers if _marked(fig, image, i, 0.03, "0.35")] == [0, 3]
+        assert [i for i in layers if _marked(fig, image, i, 0.97, "tab:red")] == [LAYERS - 1]
 
 
 def test_picture_with_a_fixed_range_keeps_the_same_axis_across_steps():
