@@ -55,7 +55,7 @@ def gradient_flow_layout(num_optimizers: int = 1) -> Layout:
         )
     flow: dict[str, list] = {LAYER_CHART: ["Multiline", ["grad_log10_norm/.*"]]}
     for k in range(num_optimizers):
-        suffix, label = (f"_optimizer{k}", f" (optimizer {k})") if num_optimizers > 1 else ("", "")
+        suffix, label = (f"_optimizer{k}", f", optimizer {k}") if num_optimizers > 1 else ("", "")
         for title, tags in SUMMARY_CHARTS.items():
             flow[title + label] = ["Multiline", [re.escape(t + suffix) + "$" for t in tags]]
     alerts = {title: ["Multiline", [regex]] for title, regex in ALERT_CHARTS.items()}
