@@ -126,10 +126,16 @@ def heatmap_figure(run: Run) -> Any:
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at the bottom)")
     ax.set_title(f"{run.name}: gradient flow over training", fontsize=10)
-    handles = [Patch(color=ZERO_COLOUR, label="zero gradient")]
-    if run.nonfinite.any():
-        handles.append(Patch(color=NONFINITE_COLOUR, label="NaN/Inf gradient"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2)
+    handles = [
+        Patch(color=colour, label=label)
+        for colour, label, shown in (
+            (ZERO_COLOUR, "zero gradient", zero.any()),
+            (NONFINITE_COLOUR, "NaN/Inf gradient", run.nonfinite.any()),
+        )
+        if shown
+    ]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2)
     return fig
 
 
