@@ -76,7 +76,9 @@ def alert_counts(run: Run) -> dict[str, int]:
     return dict(sorted(Counter(a.kind for a in run.alerts).items()))
 
 
-def verdict(depth: DepthSummary, alerts: Mapping[str, int], nonfinite: bool = False):
+def verdict(
+    depth: DepthSummary, alerts: Mapping[str, int], nonfinite: bool = False
+) -> list[tuple[str, str]]:
     """``[(pathology, reason), ...]`` for ``vanishing`` (first/last < 1e-3 or dead layers) and
     ``exploding`` (first/last > 1e3, NaN/Inf gradients, exploding/nonfinite alerts); empty
     when the run looks healthy.
