@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.subprocess_runs import ROOT
 
 BLOCKED = ("hydra", "omegaconf", "tensorboard", "tensorboardX", "wandb", "arch")
@@ -69,6 +71,7 @@ import lightning_gradflow
 import lightning_gradflow.core
 from lightning_gradflow.engine import GradFlowEngine
 from lightning_gradflow.loop import GradFlow
+import lightning_gradflow.report
 model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 log_dir = tempfile.mkdtemp()
@@ -104,3 +107,40 @@ def test_core_engine_and_plain_loop_need_no_framework_or_backend():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("[]")  # nothing of them was imported
+
+
+REPORT_SCRIPT = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import tempfile
+from lightning_gradflow.report import build_report
+try:
+    build_report(tempfile.mkdtemp())
+except ImportError as error:
+    print(error)
+else:
+    raise AssertionError("a report was built without {blocked}")
+"""
+
+
+@pytest.mark.parametrize("blocked", ["tensorboard", "matplotlib"])
+def test_the_report_imports_without_its_extra_and_names_it_when_used(blocked):
+    proc = subprocess.run(
+        [sys.executable, "-c", REPORT_SCRIPT.format(blocked=blocked)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == (
+        f"the gradient-flow report needs {blocked!r}; install it with "
+        'pip install "lightning-gradflow[tensorboard]"'
+    )
