@@ -63,6 +63,7 @@ from lightning_gradflow.core.collector import GradientCollector, StepRecord
 from lightning_gradflow.core.compiled import eager_forward
 from lightning_gradflow.core.detector import alert_kinds
 from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
+from lightning_gradflow.core.flow_history import FlowHistory
 from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import (
     GRANULARITIES,
@@ -257,6 +258,7 @@ class GradFlowEngine:
         self._batch: Any = None
         self._nan_origins: dict[int, NonfiniteOrigin | None] = {}
         self._summary = RunSummary()
+        self._history = FlowHistory()
         self._last_record: StepRecord | None = None
         self._last_plotted = False
         self._deferred: Action = "warn"
@@ -274,7 +276,6 @@ class GradFlowEngine:
         self._outputs = Sinks(run.sinks if run.is_rank_zero else ())
         self.log_every = self.log_every_n_steps or log_every_n_steps or 50
         self.expect_steps(run.total_steps)
-        self._outputs.start()
 
     def expect_steps(self, total_steps: int | None) -> None:
         """The run will take ``total_steps`` optimizer steps (``None``: unknown).
@@ -296,6 +297,7 @@ class GradFlowEngine:
         clock at its share of the global step.
         """
         self._model = model
+        self._outputs.start(num_optimizers)
         self._recorder = ForwardOrderRecorder(model)
         if self.probe_every_n_steps is not None:
             self._probes = ActivationProbes(model, self.probe_config)
@@ -518,6 +520,7 @@ class GradFlowEngine:
             "probe_detectors": self._probe_detectors.state_dict(),
             "alerts": self._manager.state_dict(),
             "summary": self._summary.state_dict(),
+            "history": self._history.state_dict(),
             "optimizer_steps": {str(i): n for i, n in self.optimizer_steps.items()},
         }
 
@@ -528,6 +531,8 @@ class GradFlowEngine:
         self.optimizer_steps = {int(i): int(n) for i, n in state.get("optimizer_steps", {}).items()}
         if state.get("summary"):
             self._summary.load_state_dict(state["summary"])
+        if state.get("history"):
+            self._history.load_state_dict(state["history"])
 
     def warn_once(self, key: str, message: str) -> None:
         """A console warning on rank zero, at most once per fit-independent ``key``."""
@@ -559,6 +564,7 @@ class GradFlowEngine:
                     "GradFlowMonitor: the model has no parameters; nothing to monitor.",
                 )
             self._summary.remap([layer.name for layer in self.layers])
+            self._history.remap([layer.name for layer in self.layers])
             sharded = self.run.sharded if self.sharded is None else self.sharded
             self._collector = GradientCollector(
                 self.layers,
@@ -663,6 +669,8 @@ class GradFlowEngine:
             fresh += announced
             self._announce(announced)
             self._outputs.record(record)
+            if plan.log or plan.plot:
+                self._history.add(record.step, record.layer_norms, record.has_grad)
             if plan.log:
                 self._log_scalars(record, multi)
             if record.log_histograms is not None:
@@ -745,6 +753,7 @@ class GradFlowEngine:
             )
             return
         from lightning_gradflow.writers.flow_figure import render_gradient_flow
+        from lightning_gradflow.writers.flow_heatmap import render_flow_heatmap
 
         low, high, bad = self._summary.take_band()
         image = render_gradient_flow(
@@ -756,3 +765,8 @@ class GradFlowEngine:
             nonfinite=bad,
         )
         self._outputs.image(record.step, "grad_flow/picture", image)
+        if self._history.steps.size:
+            heatmap = render_flow_heatmap(
+                self._history.names, self._history.steps, self._history.log10_norms()
+            )
+            self._outputs.image(record.step, "grad_flow/heatmap", heatmap)

@@ -72,8 +72,8 @@ class Sink:
         """How warnings name this output."""
         return type(self).__name__
 
-    def start(self) -> None:
-        """A fit starts (a TensorBoard writer writes its dashboard layout here)."""
+    def start(self, num_optimizers: int) -> None:
+        """Training starts with ``num_optimizers`` (a TensorBoard writer writes its layout)."""
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         """Numbers at ``step``."""
@@ -129,8 +129,8 @@ class Sinks:
                     stacklevel=2,
                 )
 
-    def start(self) -> None:
-        self._each("start")
+    def start(self, num_optimizers: int) -> None:
+        self._each("start", num_optimizers)
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         self._each("scalars", step, metrics)

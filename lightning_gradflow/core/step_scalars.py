@@ -37,9 +37,7 @@ import numpy as np
 
 from lightning_gradflow.core.collector import StepRecord
 from lightning_gradflow.core.flow import fit_depth_profile
-
-ZERO_LOG10 = -13.0
-"""What ``log10`` of an exactly zero gradient norm is written as: one decade below 1e-12."""
+from lightning_gradflow.core.flow_history import ZERO_LOG10
 
 
 def depth_tags(names: Sequence[str]) -> list[str]:

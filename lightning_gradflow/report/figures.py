@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_gradflow.report.runs import ZERO_LOG10, Predictions, Run
+from lightning_gradflow.core.flow_history import ZERO_LOG10
+from lightning_gradflow.report.runs import Predictions, Run
 from lightning_gradflow.report.summary import DEAD_LOG10, mean_profile
 
 ZERO_COLOUR = "#e4007c"  # exactly zero gradient: a magenta no viridis cell has

@@ -31,7 +31,6 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 LOG10_PREFIX = "grad_log10_norm/"
 PICTURE_TAG = "grad_flow/picture"
-ZERO_LOG10 = -13.0  # the engine's log10 norm of an exactly zero gradient
 # the run-level scalars kept (the per-layer families are read into the matrix only)
 _KEPT_SCALARS = ("grad_flow/", "grad_norm/total", "grad_nonfinite/", "alerts/")
 _INDEX = re.compile(r"^(\d+)\.")

@@ -21,7 +21,8 @@ import numpy as np
 
 from lightning_gradflow.core.detectors.config import DetectorConfig
 from lightning_gradflow.core.flow import fit_depth_profile
-from lightning_gradflow.report.runs import ZERO_LOG10, Run
+from lightning_gradflow.core.flow_history import ZERO_LOG10
+from lightning_gradflow.report.runs import Run
 
 VANISHING_RATIO = 1e-3  # first/last below this: the input side hardly learns
 EXPLODING_RATIO = DetectorConfig().exploding_depth_ratio  # the mirror image (1e3)

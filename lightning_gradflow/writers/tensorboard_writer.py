@@ -14,6 +14,7 @@ import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.sinks import Histogram, Sink
+from lightning_gradflow.writers.tensorboard_layout import gradient_flow_layout
 
 
 class TensorBoardWriter(Sink):
@@ -30,6 +31,9 @@ class TensorBoardWriter(Sink):
     def __init__(self, summary_writer: Any, scalars: bool = False) -> None:
         self.summary_writer = summary_writer
         self.write_scalars = scalars
+
+    def start(self, num_optimizers: int) -> None:
+        self.summary_writer.add_custom_scalars(gradient_flow_layout(max(num_optimizers, 1)))
 
     def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.write_scalars:

@@ -82,3 +82,28 @@ def test_gradient_flow_picture(tb_run):
     assert [i.step for i in images] == [0, 4, 7]
     assert images[0].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
     assert images[0].width >= 600 and images[0].height >= 400
+
+
+def test_heatmap_is_refreshed_with_the_picture(tb_run):
+    _, _, events = tb_run
+    heatmaps = events.Images("grad_flow/heatmap")
+    assert [i.step for i in heatmaps] == [0, 4, 7]
+    assert heatmaps[-1].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_custom_scalars_layout_is_written_at_the_start(tb_run):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    _, _, events = tb_run
+    [layout_event] = events.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
+    assert layout_event.step == 0
+    charts = {
+        (category.title, chart.title): list(chart.multiline.tag)
+        for category in layout.category
+        for chart in category.chart
+    }
+    [per_layer] = [tags for (cat, _), tags in charts.items() if "grad_log10_norm/.*" in tags]
+    assert per_layer == ["grad_log10_norm/.*"]
+    assert {cat for cat, _ in charts} == {"gradient flow", "alerts"}
+    assert any("gamma" in tag for tags in charts.values() for tag in tags)

@@ -65,7 +65,10 @@ def _pictures(monkeypatch, scales, plot_every=3):
         optimizer.zero_grad()  # no update: the weight stays 1, the gradient norm is |scale|
         engine.after_optimizer_step()
         engine.end_batch(StepInfo(step))
-    assert images.steps == [(c["step"], "grad_flow/picture") for c in calls]
+    pictures = [(step, tag) for step, tag in images.steps if tag == "grad_flow/picture"]
+    assert pictures == [(c["step"], "grad_flow/picture") for c in calls]
+    heatmaps = [step for step, tag in images.steps if tag == "grad_flow/heatmap"]
+    assert heatmaps == [c["step"] for c in calls]  # refreshed with the picture
     return calls
 
 
