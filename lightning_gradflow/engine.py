@@ -94,6 +94,7 @@ from lightning_gradflow.core.validation import (
     check_count,
     check_flag,
     check_kinds,
+    check_log10_range,
 )
 
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -188,6 +189,7 @@ class GradFlowEngine:
         probe_every_n_steps: int | None = 500,
         probes: ProbeConfig | Mapping[str, Any] | None = None,
         locate_nan_origin: bool = True,
+        flow_log10_range: tuple[float, float] | None = None,
     ) -> None:
         for name, value in (
             ("log_every_n_steps", log_every_n_steps),
@@ -220,6 +222,7 @@ class GradFlowEngine:
         self.on_alert = on_alert
         self.actions = actions
         self.locate_nan_origin = locate_nan_origin
+        self.flow_log10_range = check_log10_range("flow_log10_range", flow_log10_range)
         self._gradient_disable = [k for k in disable if k in alert_kinds("gradient")]
         self._probe_disable = [k for k in disable if k in alert_kinds("probe")]
         self.log_every = log_every_n_steps or 50
@@ -763,10 +766,14 @@ class GradFlowEngine:
             high,
             record.step,
             nonfinite=bad,
+            log10_range=self.flow_log10_range,
         )
         self._outputs.image(record.step, "grad_flow/picture", image)
         if self._history.steps.size:
             heatmap = render_flow_heatmap(
-                self._history.names, self._history.steps, self._history.log10_norms()
+                self._history.names,
+                self._history.steps,
+                self._history.log10_norms(),
+                value_range=self.flow_log10_range,
             )
             self._outputs.image(record.step, "grad_flow/heatmap", heatmap)

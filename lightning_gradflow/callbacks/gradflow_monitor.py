@@ -80,6 +80,9 @@ class GradFlowMonitor(GradFlowHooks, Callback):
         probes: thresholds of the activation probes (:class:`ProbeConfig`).
         locate_nan_origin: on the first step of a NaN/Inf streak, re-run its forward pass to
             name the module and op where the first bad value appeared.
+        flow_log10_range: fixed ``(low, high)`` log10 limits of the picture's y-axis and the
+            heatmap's colours, e.g. ``(-12, 2)``, so images compare across steps and runs;
+            ``None``: from the data (the heatmap spans at least 6 decades).
         sinks: extra outputs (:class:`~lightning_gradflow.core.sinks.Sink`) beside the
             loggers, e.g. one that forwards alerts to a chat.
 

@@ -65,6 +65,7 @@ class GradFlowHooks:
         probe_every_n_steps: int | None = 500,
         probes: ProbeConfig | Mapping[str, Any] | None = None,
         locate_nan_origin: bool = True,
+        flow_log10_range: tuple[float, float] | None = None,
         sinks: Sequence[Sink] = (),
     ) -> None:
         self.engine = GradFlowEngine(
@@ -85,6 +86,7 @@ class GradFlowHooks:
             probe_every_n_steps=probe_every_n_steps,
             probes=probes,
             locate_nan_origin=locate_nan_origin,
+            flow_log10_range=flow_log10_range,
         )
         self.extra_sinks = list(sinks)
 

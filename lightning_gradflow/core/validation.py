@@ -78,6 +78,26 @@ def check_number(name: str, value: object) -> None:
         fail(name, value, "a finite number")
 
 
+def check_log10_range(name: str, value: object) -> tuple[float, float] | None:
+    """``value`` as ``(low, high)`` floats, ``low < high``; ``None`` passes through."""
+    if value is None:
+        return None
+    allowed = "None or two finite numbers (low, high) with low < high"
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        fail(name, value, allowed)
+    if len(value) != 2:
+        fail(name, value, allowed)
+    for bound in value:
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            fail(name, value, allowed)
+        if not math.isfinite(bound):
+            fail(name, value, allowed)
+    low, high = (float(bound) for bound in value)
+    if low >= high:
+        fail(name, value, allowed)
+    return (low, high)
+
+
 def as_config(name: str, value: object, cls: type[T]) -> T:
     """``value`` as a ``cls`` dataclass: ``None`` gives the defaults, a mapping (what Hydra
     builds from ``+callbacks.gradflow.probes.patience=5``) its fields, an instance itself."""

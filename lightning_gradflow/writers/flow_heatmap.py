@@ -40,14 +40,19 @@ def _edges(steps: np.ndarray) -> np.ndarray:
     return np.append(steps, steps[-1] + max(last, 1)).astype(np.float64)
 
 
+MIN_SPAN = 6.0
+"""Decades the default colour scale spans at least, down from the largest norm: a healthy run,
+whose layers are within a decade or two of each other, reads as uniformly bright instead of
+having its small differences stretched over the whole colour map."""
+
+
 def _colour_range(logs: np.ndarray) -> tuple[float, float]:
-    """The finite non-zero values' range, widened to at least one decade."""
+    """From the largest finite non-zero value down to the smallest, or ``MIN_SPAN`` decades."""
     values = logs[np.isfinite(logs) & (logs != ZERO_LOG10)]
     if not values.size:
-        return (-1.0, 0.0)
-    low, high = float(values.min()), float(values.max())
-    middle = (low + high) / 2
-    return (min(low, middle - 0.5), max(high, middle + 0.5))
+        return (-MIN_SPAN, 0.0)
+    high = float(values.max())
+    return (min(float(values.min()), high - MIN_SPAN), high)
 
 
 def _paint(ax, x: np.ndarray, y: np.ndarray, cells: np.ndarray, colour: str, **style) -> None:
@@ -80,7 +85,7 @@ def flow_heatmap_figure(
             :meth:`~lightning_gradflow.core.flow_history.FlowHistory.log10_norms` gives them
             (``ZERO_LOG10`` exact zero, ``+inf`` NaN/Inf gradient, NaN no gradient).
         value_range: fixed colour limits in log10 units, so heatmaps compare across runs; by
-            default the data's finite non-zero range (at least one decade).
+            default from the largest finite non-zero value down to the smallest, or 6 decades.
 
     Raises:
         ValueError: if the grid is empty or its shape does not match the names and steps.

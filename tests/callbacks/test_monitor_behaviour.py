@@ -250,6 +250,18 @@ def test_float64_and_complex_parameters(precision, complex_dtype, dtypes, rel):
         ({"histogram_every_n_steps": -5}, "histogram_every_n_steps=-5"),
         ({"plot_every_n_steps": 2.5}, "plot_every_n_steps=2.5"),
         ({"histogram_every_n_steps": True}, "histogram_every_n_steps=True"),
+        (
+            {"plot_every_n_steps": "often"},
+            "plot_every_n_steps='often' is not allowed: expected a positive integer, \"auto\"",
+        ),
+        (
+            {"flow_log10_range": (2, -12)},
+            "flow_log10_range=(2, -12) is not allowed: expected None or two",
+        ),
+        ({"flow_log10_range": (-12,)}, "flow_log10_range=(-12,) is not allowed"),
+        ({"flow_log10_range": "(-12, 2)"}, "flow_log10_range='(-12, 2)' is not allowed"),
+        ({"flow_log10_range": (-12, float("inf"))}, "flow_log10_range=(-12, inf) is not allowed"),
+        ({"flow_log10_range": (-12, True)}, "flow_log10_range=(-12, True) is not allowed"),
         ({"granularity": "param"}, "granularity='param' is not allowed: expected one of"),
         ({"granularity": ["layer"]}, "granularity=['layer'] is not allowed: expected one of"),
         ({"linear_histogram_bins": 0}, "linear_histogram_bins=0"),
@@ -281,6 +293,11 @@ def test_float64_and_complex_parameters(precision, complex_dtype, dtypes, rel):
 def test_invalid_settings_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         GradFlowMonitor(**kwargs)
+
+
+def test_a_fixed_log10_range_from_a_list_as_hydra_gives_it():
+    assert GradFlowMonitor(flow_log10_range=[-12, 2]).flow_log10_range == (-12.0, 2.0)
+    assert GradFlowMonitor().histogram_every_n_steps == "auto"
 
 
 def test_configs_from_mappings_and_disable_from_a_generator():

@@ -23,14 +23,15 @@ class Images(Sink):
         self.steps.append((step, tag))
 
 
-def _pictures(monkeypatch, scales, plot_every=3):
+def _pictures(monkeypatch, scales, plot_every=3, **settings):
     """One layer whose gradient norm at step ``s`` is ``|scales[s]|``; the renderer's inputs."""
     calls = []
 
-    def render(names, latest, low, high, step, nonfinite=None):
+    def render(names, latest, low, high, step, nonfinite=None, log10_range=None):
         calls.append(
             {
                 "step": step,
+                "log10_range": log10_range,
                 "names": list(names),
                 "latest": np.array(latest),
                 "low": None if low is None else np.array(low),
@@ -53,6 +54,7 @@ def _pictures(monkeypatch, scales, plot_every=3):
         probe_every_n_steps=None,
         log_update_ratios=False,
         locate_nan_origin=False,
+        **settings,
     )
     engine.start(RunContext(sinks=[images]))
     engine.watch(model)
@@ -86,3 +88,9 @@ def test_nonfinite_marks_cover_the_steps_since_the_last_picture(monkeypatch):
     calls = _pictures(monkeypatch, [1.0, 2.0, math.nan, 3.0, 2.0, 2.0, 2.0])
     assert [c["nonfinite"].tolist() for c in calls] == [[False], [True], [False]]
     assert calls[1]["low"][0] == pytest.approx(2.0) and calls[1]["high"][0] == pytest.approx(3.0)
+
+
+def test_a_fixed_range_reaches_every_picture(monkeypatch):
+    calls = _pictures(monkeypatch, [1.0, 2.0, 3.0, 4.0], flow_log10_range=(-12, 2))
+    assert [c["log10_range"] for c in calls] == [(-12.0, 2.0)] * 2
+    assert [c["log10_range"] for c in _pictures(monkeypatch, [1.0])] == [None]

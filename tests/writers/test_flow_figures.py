@@ -69,6 +69,23 @@ def test_heatmap_of_a_vanishing_profile_is_dark_at_the_input_side():
     assert fig.axes[1].get_ylabel() == "log10 ‖g‖"  # the colourbar
 
 
+def test_heatmap_of_a_healthy_profile_is_uniformly_bright_not_stretched():
+    """Layers within a decade of each other must not look like a vanishing band: the default
+    scale spans 6 decades down from the largest norm."""
+    history = FlowHistory([f"l{i}" for i in range(LAYERS)])
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        history.add(step, 10 ** rng.uniform(-0.8, 0.0, LAYERS))
+    fig = flow_heatmap_figure(history.names, history.steps, history.log10_norms())
+    image = figure_to_rgb(fig)
+    cells = [_luminance(_cell_pixels(fig, image, 10.5, layer)) for layer in range(LAYERS)]
+    vanishing = _vanishing()
+    dark_fig = flow_heatmap_figure(vanishing.names, vanishing.steps, vanishing.log10_norms())
+    dark = _luminance(_cell_pixels(dark_fig, figure_to_rgb(dark_fig), 30.5, 1))
+    assert min(cells) > dark + 60
+    assert max(cells) - min(cells) < 60  # no band: the spread is small against the scale
+
+
 def test_heatmap_shows_zero_and_nonfinite_cells_in_their_colours():
     history = _vanishing()
     fig = flow_heatmap_figure(history.names, history.steps, history.log10_norms())
