@@ -117,7 +117,7 @@ def job_names(task_name: str, model: str) -> JobNames:
     model = hc.runtime.choices.get("model") or model
     overrides = list(hc.overrides.task)
     if hc.mode == RunMode.MULTIRUN:
-        swept = swept_keys(hc.sweep.dir, hc.sweeper.get("params") or {})
+        swept = swept_keys(hc.sweep.dir, hc.sweeper.get("params"))
         group = f"{task_name}/{Path(str(hc.sweep.dir)).name}"
     else:
         swept, group = set(), task_name

@@ -7,7 +7,9 @@ What goes into the name:
 
 - In a multirun, the overrides of the keys the sweep varies: the sweeper's ``params`` (an
   experiment's sweep) and every command-line override with several values (``model=a,b``),
-  read from the sweep's ``multirun.yaml``. The overrides all jobs share are W&B tags only.
+  read from the sweep's ``multirun.yaml``; a single command-line value for a swept key
+  (``experiment=vanishing_depth model.net.depth=20``) ends its sweep. The overrides all jobs
+  share are W&B tags only.
 - Otherwise (a single run, or a sweep with one value per key) every override except the ones
   that say where and how a run logs rather than what it trains: ``hydra.*``, ``paths.*``,
   ``experiment=`` (the group), ``logger=``, ``num_threads=`` and ``seed=`` (runs that differ
@@ -29,9 +31,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -91,15 +93,27 @@ def run_tags(overrides: Sequence[str], model: str) -> list[str]:
     return list(dict.fromkeys(t[:MAX_TAG_CHARS] for t in tags))
 
 
-def swept_keys(sweep_dir: str | Path, sweeper_params: Collection[str] = ()) -> set[str]:
-    """Keys a sweep varies: ``sweeper_params`` and the command-line overrides with several
-    values recorded in ``<sweep_dir>/multirun.yaml`` (missing file: ``sweeper_params`` only)."""
+def swept_keys(sweep_dir: str | Path, sweeper_params: Mapping[str, Any] | None = None) -> set[str]:
+    """Keys a sweep varies: ``sweeper_params`` entries with several values, updated by the
+    command line recorded in ``<sweep_dir>/multirun.yaml`` (a sweep there adds its key, a
+    single value there takes it out, as the basic sweeper does; no file: the params alone).
+
+    Example:
+        >>> sorted(swept_keys("/nowhere", {"model": "lstm,resnet", "model.net.depth": 20}))
+        ['model']
+    """
     from omegaconf import OmegaConf
 
-    keys = {override_key(f"{k}=x") for k in sweeper_params}
+    parser = OverridesParser.create()
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    overrides = parser.parse_overrides(params)
     path = Path(sweep_dir) / MULTIRUN_FILE
     if path.is_file():
-        recorded = OmegaConf.load(path).hydra.overrides.task
-        parsed = OverridesParser.create().parse_overrides(list(recorded))
-        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+        overrides += parser.parse_overrides(list(OmegaConf.load(path).hydra.overrides.task))
+    keys: set[str] = set()
+    for override in overrides:
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+        else:
+            keys.discard(override.key_or_group)
     return keys

@@ -540,9 +540,12 @@ def _result_line(metrics: Mapping[str, Any]) -> str:
     run, test = metrics["run"], metrics["test"]
     if metrics.get("status") == "failed":
         error = metrics["error"]
-        result = f"FAILED {error['type']} at step {error['step']}"
+        kinds = ", ".join(dict.fromkeys(a["kind"] for a in error["alerts"]))
+        result = f"FAILED {error['type']}{f' ({kinds})' if kinds else ''} at step {error['step']}"
     elif test:
         result = f"qlike {test['qlike']:.4f} ({test['qlike_ratio_har']:.3f} x HAR)"
+        if run.get("rolling"):
+            result += f" pooled over test years {run['rolling'][0]}-{run['rolling'][-1]}"
     else:
         result = f"not scored ({metrics.get('test_error') or 'test: false'})"
     alerts = " ".join(f"{k}:{n}" for k, n in sorted(metrics["alerts"].items()) if n) or "none"

@@ -159,7 +159,11 @@ def test_a_job_raised_by_the_monitor_is_a_failed_row_and_still_fails(tmp_path, c
     assert float(lstm["qlike"]) > 0 and "baseline: har" in rows  # baselines from the LSTM
     table = (sweep / "comparison.md").read_text()
     assert "| model=mlp_vanilla | 1 | failed |" in table and "(2 runs," in table
-    assert "Run FAILED (garch_sim, mlp_vanilla)" in proc.stdout
+    # the job's one line
+    assert (
+        f"model=mlp_vanilla: FAILED GradientPathologyError (vanishing) at step {error['step']}"
+        in proc.stdout
+    )
 
 
 def test_main_returns_the_optimized_metric(tmp_path, monkeypatch):

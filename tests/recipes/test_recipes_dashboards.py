@@ -28,14 +28,20 @@ SWEEP = ["experiment=vanishing_depth", "logger=many", "trainer.max_epochs=1", "s
 @pytest.mark.parametrize(
     ("overrides", "swept", "expected"),
     [
-        ([*SWEEP, "model=resnet", "model.net.depth=20"], {"model", "model.net.depth"},
-         "model=resnet,model.net.depth=20"),
+        (
+            [*SWEEP, "model=resnet", "model.net.depth=20"],
+            {"model", "model.net.depth"},
+            "model=resnet,model.net.depth=20",
+        ),
         (SWEEP, set(), "trainer.max_epochs=1"),  # a single run: every override that names
         (["logger=many", "seed=7", "num_threads=1", "paths.log_dir=/x"], set(), "lstm"),
         (["model=lstm", "seed=3"], {"seed"}, "seed=3"),  # a swept seed is named
         (["model=lstm", "hydra.run.dir=/x"], {"hydra.run.dir"}, "model=lstm"),
-        (["+callbacks.gradflow.detectors.patience=5"], {"callbacks.gradflow.detectors.patience"},
-         "+callbacks.gradflow.detectors.patience=5"),
+        (
+            ["+callbacks.gradflow.detectors.patience=5"],
+            {"callbacks.gradflow.detectors.patience"},
+            "+callbacks.gradflow.detectors.patience=5",
+        ),
         (["data.source=a/b"], set(), "data.source=a_b"),  # a folder name: no "/"
         (["model=lstm"], {"model.net.depth"}, "model=lstm"),  # nothing swept: every named one
     ],
@@ -57,10 +63,11 @@ def test_run_tags_hold_the_model_and_the_overrides():
 
 
 def test_swept_keys_come_from_the_sweeper_and_the_command_line(tmp_path):
-    assert swept_keys(tmp_path, ["model", "model.net.depth"]) == {"model", "model.net.depth"}
-    task = ["logger=many", "seed=1,2,3", "+x=range(2)", "trainer.max_epochs=1"]
+    params = {"model": "mlp_vanilla,resnet", "model.net.depth": "5,10,20,30"}
+    assert swept_keys(tmp_path, params) == {"model", "model.net.depth"}
+    task = ["logger=many", "seed=1,2,3", "+x=range(2)", "model.net.depth=20"]
     OmegaConf.save({"hydra": {"overrides": {"task": task}}}, tmp_path / "multirun.yaml")
-    assert swept_keys(tmp_path, ["model"]) == {"model", "seed", "x"}
+    assert swept_keys(tmp_path, params) == {"model", "seed", "x"}  # depth: one value now
 
 
 def test_hparams_of_every_model_config_are_scalars():
