@@ -114,6 +114,6 @@ def log_final(
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(dict(params), dict(metrics), step=step)
-            logger.experiment.flush()
+            logger.finalize("success")  # flush and close the events, rewrite hparams.yaml
         elif isinstance(logger, WandbLogger):
             logger.experiment.summary.update(dict(metrics))

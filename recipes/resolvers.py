@@ -15,9 +15,7 @@
   Hydra (progress bar and model summary only where one run has the console).
 
 Example:
-    >>> from omegaconf import ListConfig, OmegaConf
-
-from recipes.run_names import JobNames, run_name, run_tags, swept_keys
+    >>> from omegaconf import OmegaConf
     >>> OmegaConf.create({"f": [1, 2, 3], "n": "${gf.len:${f}}"}).n
     3
     >>> sweep_strategy(1, 1), num_devices([0, 1])

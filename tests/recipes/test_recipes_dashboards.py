@@ -19,7 +19,7 @@ from recipes.dashboards import curated_hparams
 from recipes.predictions import PREDICTED_BASELINES, PREDICTIONS_FILE
 from recipes.run_names import run_name, run_tags, swept_keys
 from recipes.volatility.metrics import qlike
-from tests.helpers.wandb_records import read_finished_records, records_of_kind
+from tests.helpers.wandb_records import read_finished_records, records_of_kind, summary
 from tests.recipes.conftest import TINY, check, composed, read_json, run_cli
 
 SWEEP = ["experiment=vanishing_depth", "logger=many", "trainer.max_epochs=1", "seed=7"]
@@ -114,13 +114,14 @@ def _hparams(events: EventAccumulator) -> plugin_data_pb2.HParamsPluginData:
     return start, [m.name.tag for m in experiment.metric_infos]
 
 
-def _wandb(job: Path) -> tuple[object, dict]:
+def _wandb(job: Path) -> tuple[object, dict, dict]:
+    """The run record, the run config (every update replayed) and the summary."""
     records = read_finished_records(job)
     [run] = records_of_kind(records, "run")
     config = {i.key: json.loads(i.value_json) for i in run.config.update}
     for record in records_of_kind(records, "config"):
         config.update({i.key: json.loads(i.value_json) for i in record.update})
-    return run, config
+    return run, config, summary(records)
 
 
 def test_multirun_names_runs_and_writes_hparams_config_and_predictions(tmp_path, cwd):
@@ -159,11 +160,12 @@ def test_multirun_names_runs_and_writes_hparams_config_and_predictions(tmp_path,
         [text] = events.Tensors("config/text_summary")
         assert "depth: 10" in text.tensor_proto.string_val[0].decode()
 
-        run, config = _wandb(job)
+        run, config, run_summary = _wandb(job)
         assert run.display_name == name and run.run_group == "train/sweep"
         assert list(run.tags) == [model, *tiny[:-1], name]  # tiny's last: num_threads=
         assert config["model"]["net"]["depth"] == 10 and config["data"]["source"] == "garch_sim"
         assert config["logger"]["wandb"]["name"] == name  # the resolved config
+        assert run_summary["hparams/test_qlike"] == pytest.approx(metrics["test"]["qlike"])
 
         with (job / PREDICTIONS_FILE).open() as f:
             rows = list(csv.DictReader(f))
