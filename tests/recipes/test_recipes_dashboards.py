@@ -180,3 +180,39 @@ def test_multirun_names_runs_and_writes_hparams_config_and_predictions(tmp_path,
             assert qlike(realised, forecast) == pytest.approx(expected, rel=1e-9)
     table = (sweep / "comparison.md").read_text()
     assert "| model=mlp_vanilla | 1 | ok |" in table and "| model=resnet | 1 | ok |" in table
+
+
+@pytest.fixture
+def hydra_job():
+    """Make a composed config (with its ``hydra`` node) the current Hydra job, then forget it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    def _set(overrides: list[str], mode: str, sweep_dir: Path) -> None:
+        with composed(
+            [*overrides, f"hydra.mode={mode}", f"hydra.sweep.dir={sweep_dir}"],
+            return_hydra_config=True,
+        ) as cfg:
+            cfg.hydra.overrides.task = overrides  # what the launcher records for the job
+            HydraConfig.instance().set_config(cfg)
+
+    yield _set
+    HydraConfig.instance().cfg = None
+
+
+def test_job_names_of_a_single_run_and_of_a_sweep_job(hydra_job, tmp_path):
+    from recipes.resolvers import job_names, single_run
+
+    hydra_job(["logger=csv", "seed=3"], "RUN", tmp_path)
+    assert job_names("train", "LSTM") == ("lstm", "train", ["lstm"])  # the model option
+    assert single_run() is True
+    sweep = tmp_path / "2026-12-02_08-00-00"
+    sweep.mkdir()
+    task = ["experiment=vanishing_depth", "logger=many", "seed=1,2"]
+    OmegaConf.save({"hydra": {"overrides": {"task": task}}}, sweep / "multirun.yaml")
+    job = ["experiment=vanishing_depth", "logger=many", "seed=2", "model=resnet"]
+    hydra_job([*job, "model.net.depth=20"], "MULTIRUN", sweep)
+    names = job_names("vanishing_depth", "ResidualMLP")
+    assert names.name == "seed=2,model=resnet,model.net.depth=20"
+    assert names.group == "vanishing_depth/2026-12-02_08-00-00"
+    assert names.tags == ["resnet", "model=resnet", "model.net.depth=20"]
+    assert single_run() is False
