@@ -1,4 +1,5 @@
-"""RunSummary: what a recipe run needs from inside ``fit``, written to a file by rank zero.
+"""RunSummary: what a recipe run needs from inside ``fit``, written to a file by rank zero;
+ProgressBar: the single run's console display.
 
 Under ``ddp_spawn`` the fit runs in worker processes and the callbacks of the launching process
 never see it, so the gradient summary and alerts are handed over as ``gradflow_summary.json``.
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_gradflow import GradFlowMonitor
 from lightning_gradflow.core.norms import squared_norms_by_layer
+from recipes.dashboards import config_markdown
 
 SUMMARY_FILE = "gradflow_summary.json"
 
@@ -35,7 +38,9 @@ class RunSummary(Callback):
 
     Args:
         output_dir: where rank zero writes ``gradflow_summary.json`` at the end of training.
-        config: the resolved run config, logged once as hyperparameters to every logger.
+        config: the resolved run config, logged once as hyperparameters to every logger (the
+            W&B run config; TensorBoard's ``hparams.yaml``) and, on TensorBoard, as the text
+            ``config`` (YAML).
 
     ``grad_norm_max`` and ``nonfinite_grad_steps`` (before clipping) come from the monitor's
     :meth:`~lightning_gradflow.GradFlowMonitor.gradient_summary`; this callback adds
@@ -55,6 +60,8 @@ class RunSummary(Callback):
         if trainer.is_global_zero and self.config:
             for logger in trainer.loggers:
                 logger.log_hyperparams(self.config)
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_text("config", config_markdown(self.config), 0)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -115,6 +122,18 @@ class RunSummary(Callback):
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, one line per epoch: progress, ``train/loss``, ``val/loss`` and
+    ``val/qlike`` (the metrics logged with ``prog_bar=True``), without the logger's version."""
+
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def _item(value: torch.Tensor | None) -> float | None:

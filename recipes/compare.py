@@ -7,10 +7,12 @@ every baseline), the SPA p-value (``arch.bootstrap.SPA``, consistent; the networ
 and the baselines the alternatives: a small p-value means a baseline beats it), MSE of log variance,
 Mincer–Zarnowitz R², alerts by kind, the first/last-layer gradient-norm ratio and γ, the largest raw
 and applied gradient norms and the wall time; the baselines on the same test split follow (once per
-data set). A configuration is labelled by the overrides that differ between the runs
-(``model=lstm``, ``model.net.depth=20`` ...) except ``seed=``: runs that differ only in their seed
-form one row, ``mean ± sd`` over the seeds (``seeds`` says how many; sd with ``n - 1``).
-Rolling-origin runs report pooled test losses.
+data set). A configuration is labelled by its run name (``model=resnet,model.net.depth=20``,
+see :mod:`recipes.run_names`; older records without one: the overrides that differ between the
+runs) without ``seed=``: runs that differ only in their seed form one row, ``mean ± sd`` over the
+seeds (``seeds`` says how many; sd with ``n - 1``). Rows keep the numeric job order (job 10
+after job 2). Rolling-origin runs report pooled test losses. At the end of a multirun the
+sweep's report (``report.html``, :mod:`lightning_gradflow.report`) is written beside the table.
 
 Usage:
     python -m recipes.compare <sweep dir>     # writes comparison.md / comparison.csv there
@@ -26,6 +28,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +37,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 TABLE_MD = "comparison.md"
@@ -159,16 +164,23 @@ def _share(flags: Sequence[bool | None]) -> str:
     return f"{sum(present)}/{len(present)}" if present else ""
 
 
+def _without_seed(name: str) -> str:
+    parts = [p for p in name.split(",") if not p.startswith(("seed=", "+seed=", "++seed="))]
+    return ",".join(parts)
+
+
 def labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Per run, the overrides that differ between runs (all of them if only one run)."""
+    """Per run, its run name without ``seed=``; for records without a run name, the overrides
+    that differ between runs (all of them if only one run), comma-separated."""
     overrides = [
         [o for o in r["run"].get("overrides", []) if not o.startswith(_NOISE)] for r in records
     ]
     common = set.intersection(*map(set, overrides)) if len(records) > 1 else set()
     out = []
     for record, ovs in zip(records, overrides, strict=True):
-        varying = [o for o in ovs if o not in common]
-        out.append(" ".join(varying) or f"model={record['run']['model']}")
+        name = _without_seed(record["run"].get("run_name") or "")
+        varying = ",".join(o for o in ovs if o not in common)
+        out.append(name or varying or f"model={record['run']['model']}")
     return out
 
 
@@ -274,6 +286,18 @@ class CompareSweep(Callback):
         except FileNotFoundError:  # every job failed or none wrote metrics
             return
         print(f"\n{table}\n\nwritten to {sweep_dir / TABLE_MD} and {sweep_dir / TABLE_CSV}")
+        write_report(sweep_dir)
+
+
+def write_report(sweep_dir: Path) -> None:
+    """``report.html`` in the sweep directory; a warning (and no report) where
+    ``lightning_gradflow.report`` is missing."""
+    try:
+        from lightning_gradflow.report import build_report
+    except ImportError as error:
+        log.warning("no report.html for %s: %s", sweep_dir, error)
+        return
+    print(f"report: {build_report(sweep_dir)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

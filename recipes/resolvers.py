@@ -8,6 +8,11 @@
 - ``${gf.gpus_per_node:${trainer.accelerator},${trainer.devices}}``: GPUs to request per node.
 - ``${gf.wandb_offline:}``: ``True`` unless ``WANDB_MODE=online``.
 - ``${gf.rank_zero_only:value}``: ``value`` except on SLURM tasks other than the first (``None``).
+- ``${gf.run_name:}``, ``${gf.run_group:}``, ``${gf.run_tags:}``: the job's name from its
+  overrides, its sweep (``<task_name>/<sweep dir name>``; a single run: ``task_name``) and its
+  W&B tags (see :mod:`recipes.run_names`).
+- ``${gf.single_run:}``: ``True`` in a single Hydra run, ``False`` in a multirun job or outside
+  Hydra (progress bar and model summary only where one run has the console).
 
 Example:
     >>> from omegaconf import OmegaConf
@@ -24,7 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
+
+from recipes.run_names import JobNames, run_name, run_tags, swept_keys
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -83,6 +90,43 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline").lower() != "online"
 
 
+def _hydra_config() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def single_run() -> bool:
+    """``True`` inside ``@hydra.main`` without ``-m``."""
+    from hydra.types import RunMode
+
+    hc = _hydra_config()
+    return hc is not None and hc.mode == RunMode.RUN
+
+
+def job_names(task_name: str, model: str) -> JobNames:
+    """The current job's name, group and tags; outside Hydra: ``model``, ``task_name``,
+    ``[model]`` (``model``: the name used when no override names the run)."""
+    from hydra.types import RunMode
+
+    hc = _hydra_config()
+    if hc is None:
+        return JobNames(model, task_name, [model])
+    model = hc.runtime.choices.get("model") or model
+    overrides = list(hc.overrides.task)
+    if hc.mode == RunMode.MULTIRUN:
+        swept = swept_keys(hc.sweep.dir, hc.sweeper.get("params"))
+        group = f"{task_name}/{Path(str(hc.sweep.dir)).name}"
+    else:
+        swept, group = set(), task_name
+    return JobNames(run_name(overrides, model, swept), group, run_tags(overrides, model))
+
+
+def _names(root: Any) -> JobNames:
+    net = str(root.model.net.get("_target_", "")) if "model" in root else ""
+    return job_names(str(root.get("task_name") or "train"), net.rsplit(".", 1)[-1] or "model")
+
+
 def rank_zero_only(value: Any) -> Any:
     """``value`` in every process except SLURM tasks with ``SLURM_PROCID > 0``."""
     return None if int(os.environ.get("SLURM_PROCID", "0")) > 0 else value
@@ -95,6 +139,11 @@ _RESOLVERS = {
     "gf.gpus_per_node": gpus_per_node,
     "gf.wandb_offline": wandb_offline,
     "gf.rank_zero_only": rank_zero_only,
+    "gf.single_run": single_run,
+    "gf.run_name": lambda *, _root_: _names(_root_).name,
+    "gf.run_group": lambda *, _root_: _names(_root_).group,
+    # a ListConfig, not a list: OmegaConf.resolve() cannot put a plain list into the node
+    "gf.run_tags": lambda *, _root_: ListConfig(_names(_root_).tags),
 }
 
 

@@ -2,10 +2,14 @@
 
 Everything comes from ``conf/`` (``_target_`` instantiation); every file goes under the Hydra
 run directory (``${hydra:runtime.output_dir}``): ``.hydra/``, the loggers' folders,
-``checkpoints/``, ``gradflow_alerts.jsonl``, ``gradflow_summary.json`` and ``metrics.json``
-(test metrics, the baselines on the same split, alerts by kind, gradient summary, wall time).
-Only global rank zero writes them. In a multirun the sweep directory also gets
-``comparison.md`` / ``comparison.csv`` (see :mod:`recipes.compare`).
+``checkpoints/``, ``gradflow_alerts.jsonl``, ``gradflow_summary.json``, ``metrics.json``
+(test metrics, the baselines on the same split, alerts by kind, gradient summary, wall time)
+and ``predictions.csv`` (see :mod:`recipes.predictions`). Only global rank zero writes them.
+Runs are named after their overrides (:mod:`recipes.run_names`); after testing the TensorBoard
+HParams table gets the run's hyperparameters and results (:mod:`recipes.dashboards`).
+A single run prints a progress bar and its results table; a multirun job prints one line, and
+the sweep directory gets ``comparison.md`` / ``comparison.csv`` (see :mod:`recipes.compare`)
+with the baselines once, and the report (``report.html``).
 
 Usage:
     python -m recipes.train model=transformer_prenorm   (or: python recipes/train.py ...)
@@ -19,6 +23,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.compare import METRICS_FILE
-from recipes.resolvers import CONFIG_DIR
+from recipes.resolvers import CONFIG_DIR, job_names
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
 
 
 def _run_info(cfg: DictConfig) -> dict[str, Any]:
+    """Who the run is: task, model, data, overrides, name, group, where it wrote."""
     info: dict[str, Any] = {
         "task_name": cfg.get("task_name"),
         "output_dir": cfg.paths.output_dir,
@@ -70,7 +76,22 @@ def _run_info(cfg: DictConfig) -> dict[str, Any]:
     else:  # called with a composed config, without @hydra.main
         net = str(cfg.model.net.get("_target_", ""))
         info.update(model=net.rsplit(".", 1)[-1], data=cfg.data.get("source"), overrides=[])
+    names = job_names(str(info["task_name"]), str(info["model"]))
+    info.update(run_name=names.name, run_group=names.group)
     return info
+
+
+# a deprecation inside Lightning's own code (torch >= 2.10), printed twice per fit
+_LIGHTNING_NOISE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+def _quiet_console(multirun: bool) -> None:
+    """No Lightning deprecation noise; in a multirun job no Lightning info lines either
+    (devices, checkpoint restored, fit stopped): the job prints one result line."""
+    warnings.filterwarnings("ignore", message=_LIGHTNING_NOISE)
+    if multirun:
+        for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def train(cfg: DictConfig) -> dict[str, Any] | None:
@@ -91,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     import torch
 
     start = time.perf_counter()
+    _quiet_console(_multirun())
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     if cfg.get("seed") is not None:
@@ -112,13 +134,18 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
     return metrics
 
 
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """``metrics.json``, the printout and (in a multirun) the sweep's comparison."""
+    """``metrics.json``, the printout (one line in a multirun job) and the sweep's comparison."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    print(_report(metrics), flush=True)
-    if metrics["run"].get("multirun"):
+    multirun = metrics["run"].get("multirun")
+    print(_result_line(metrics) if multirun else _report(metrics), flush=True)
+    if multirun:
         from recipes.compare import write_comparison
 
         write_comparison(metrics["run"]["sweep_dir"])
@@ -160,13 +187,17 @@ def _failed_metrics(
 
 def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] | None:
     """One fit and test: the metrics and the test split's ``Evaluation`` (rank zero only)."""
-    from recipes.callbacks import RunSummary
+    from recipes.callbacks import ProgressBar, RunSummary
+    from recipes.dashboards import curated_hparams, final_metrics, log_final
 
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data, _convert_="all")
     forecaster = instantiate(cfg.model, _convert_="all")
-    summary = RunSummary(output_dir, config=OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    summary = RunSummary(output_dir, config=config)
     callbacks = [*instantiate_group(cfg.get("callbacks")), summary]
+    if cfg.trainer.get("enable_progress_bar"):
+        callbacks.append(ProgressBar())
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
@@ -182,6 +213,9 @@ def _fit_and_score(cfg: DictConfig, start: float) -> tuple[dict[str, Any], Any] 
             return None  # rank zero tests on one device and writes every file
         metrics, evaluation = _score(cfg, trainer, forecaster, datamodule)
         metrics.update(fit_time_s=fit_s, wall_time_s=time.perf_counter() - start)
+        run = metrics["run"]
+        params = curated_hparams(config, model=str(run["model"]), run=run["run_name"])
+        log_final(loggers, params, final_metrics(metrics), step=trainer.global_step)
         return metrics, evaluation
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
@@ -196,6 +230,7 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
     Each year runs in ``<output_dir>/origin_<year>`` with ``data.train_end/val_end/test_end``
     from :func:`~recipes.volatility.rolling.rolling_origins` (single device).
     """
+    from recipes.predictions import PREDICTIONS_FILE, join_predictions
     from recipes.volatility.rolling import YearResult, pool, rolling_origins
 
     output_dir = Path(cfg.paths.output_dir)
@@ -223,6 +258,10 @@ def _rolling(cfg: DictConfig, start: float) -> dict[str, Any]:
         metrics, evaluation = result
         records.append(metrics)
         years.append(YearResult(origin.test_year, evaluation.realised, evaluation.forecasts))
+    join_predictions(
+        [output_dir / f"origin_{o.test_year}" / PREDICTIONS_FILE for o in origins],
+        output_dir / PREDICTIONS_FILE,
+    )
     model = str(records[0]["run"]["model"])
     scored = all(r["test"] for r in records)
     pooled = pool(
@@ -284,7 +323,9 @@ def _score(
     cfg: DictConfig, trainer: Any, forecaster: Any, datamodule: Any
 ) -> tuple[dict[str, Any], Any]:
     """Test metrics, baselines on the same split, alerts and the gradient summary; and the
-    test split's ``Evaluation`` (every forecast and the realised proxy)."""
+    test split's ``Evaluation`` (every forecast and the realised proxy), also written to
+    ``predictions.csv``."""
+    from recipes.predictions import PREDICTIONS_FILE, write_predictions
     from recipes.volatility import Forecast, evaluate_split, significance
 
     info = _run_info(cfg)
@@ -305,6 +346,10 @@ def _score(
             extra[str(info["model"])] = Forecast(pred["variance_forecast"], pred["log_forecast"])
     datamodule.setup("test")
     evaluation = evaluate_split(datamodule, extra=extra)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / PREDICTIONS_FILE).open("w", newline="") as out:
+        dates = datamodule.split_targets("test")[0]
+        write_predictions(out, dates, evaluation.realised, evaluation.forecasts, str(info["model"]))
     rows = evaluation.rows
     tests: dict[str, Any] = {}
     if extra:  # DM of the network against HAR, log-HAR and LHAR; the MCS over every forecast
@@ -480,6 +525,36 @@ def _report(metrics: Mapping[str, Any]) -> str:
             )
         lines.append(format_table(per_year))
     return "\n".join([*lines, _gradient_report(metrics)])
+
+
+def _result_line(metrics: Mapping[str, Any]) -> str:
+    """A multirun job's printout: name, QLIKE and ratio to HAR (or why it failed), alerts,
+    gradient ratio, wall time, directory. The baselines are in the sweep's comparison.
+
+    Example:
+        >>> print(_result_line({"run": {"run_name": "model=lstm", "output_dir": "out/3"},
+        ...     "status": "ok", "test": {"qlike": 0.51, "qlike_ratio_har": 1.07},
+        ...     "alerts": {}, "gradient": {"first_last_ratio": 0.4}, "wall_time_s": 9.2}))
+        model=lstm: qlike 0.5100 (1.070 x HAR), alerts none, grad ratio 0.4, 9.2 s -> out/3
+    """
+    run, test = metrics["run"], metrics["test"]
+    if metrics.get("status") == "failed":
+        error = metrics["error"]
+        kinds = ", ".join(dict.fromkeys(a["kind"] for a in error["alerts"]))
+        result = f"FAILED {error['type']}{f' ({kinds})' if kinds else ''} at step {error['step']}"
+    elif test:
+        result = f"qlike {test['qlike']:.4f} ({test['qlike_ratio_har']:.3f} x HAR)"
+        if run.get("rolling"):
+            result += f" pooled over test years {run['rolling'][0]}-{run['rolling'][-1]}"
+    else:
+        result = f"not scored ({metrics.get('test_error') or 'test: false'})"
+    alerts = " ".join(f"{k}:{n}" for k, n in sorted(metrics["alerts"].items()) if n) or "none"
+    ratio = metrics["gradient"].get("first_last_ratio")
+    grad = "n/a" if ratio is None else f"{ratio:.2g}"
+    return (
+        f"{run['run_name']}: {result}, alerts {alerts}, grad ratio {grad}, "
+        f"{metrics['wall_time_s']:.1f} s -> {run['output_dir']}"
+    )
 
 
 def _failure_report(metrics: Mapping[str, Any]) -> str:

@@ -183,20 +183,25 @@ class VolatilityForecaster(pl.LightningModule):
             self.target_loc.fill_(loc)
             self.target_scale.fill_(scale)
 
-    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        output = self(x)
+    def _loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.hparams.loss == "qlike":
             return qlike_loss(self.to_log(y), self.to_log(output))
         return nn.functional.mse_loss(output, y)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
-        loss = self._loss(batch)
+        x, y = batch
+        loss = self._loss(self(x), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), on_epoch=True, prog_bar=True)
+        """``val/loss`` (the training loss) and ``val/qlike``: QLIKE of ``exp(log forecast)``,
+        before the test's ``s^2 / 2`` correction, shown in the progress bar."""
+        x, y = batch
+        output = self(x)
+        self.log("val/loss", self._loss(output, y), on_epoch=True, prog_bar=True)
+        qlike_value = qlike_loss(self.to_log(y), self.to_log(output))
+        self.log("val/qlike", qlike_value, on_epoch=True, prog_bar=True)
 
     def _datamodule(self) -> VolatilityDataModule:
         datamodule = self.trainer.datamodule

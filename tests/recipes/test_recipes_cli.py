@@ -26,7 +26,8 @@ def test_multirun_over_every_model_writes_under_the_sweep_dir(tmp_path, cwd):
         assert metrics["gradient"]["first_last_ratio"] > 0
         assert isinstance(metrics["alerts"], dict) and metrics["wall_time_s"] > 0
         assert (job / ".hydra" / "config.yaml").is_file()
-        assert (job / "csv" / "metrics.csv").is_file()
+        assert metrics["run"]["run_name"] == f"model={model}"
+        assert (job / "csv" / f"model={model}" / "metrics.csv").is_file()
         assert [p.parent for p in job.rglob("*.ckpt")] == [job / "checkpoints"]
     rows = list(csv.DictReader((sweep / "comparison.csv").open()))
     assert [r["run"] for r in rows] == [f"model={m}" for m in MODELS] + [
@@ -44,11 +45,13 @@ def test_single_run_puts_every_logger_under_the_run_dir(tmp_path, cwd):
     tiny = [o for o in TINY if not o.startswith("logger=")]
     check(run_cli([*tiny, "logger=many", "model=lstm", f"hydra.run.dir={run}"], cwd=cwd))
     assert list(cwd.iterdir()) == []
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert (run / "csv" / "metrics.csv").is_file()
+    metrics = read_json(run / "metrics.json")
+    name = metrics["run"]["run_name"]  # the overrides but logger= and num_threads=
+    assert name == ",".join(o for o in tiny if not o.startswith("num_threads=")) + ",model=lstm"
+    assert list((run / "tensorboard" / name).glob("events.out.tfevents.*"))
+    assert (run / "csv" / name / "metrics.csv").is_file()
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1  # W&B ran offline
-    metrics = read_json(run / "metrics.json")
     assert metrics["run"]["multirun"] is False and metrics["test"]["qlike"] > 0
     dm = metrics["significance"]["dm"]["lstm"]
     assert set(dm) == {"har", "log_har", "lhar"} and all(d["bandwidth"] == 6 for d in dm.values())
@@ -156,7 +159,11 @@ def test_a_job_raised_by_the_monitor_is_a_failed_row_and_still_fails(tmp_path, c
     assert float(lstm["qlike"]) > 0 and "baseline: har" in rows  # baselines from the LSTM
     table = (sweep / "comparison.md").read_text()
     assert "| model=mlp_vanilla | 1 | failed |" in table and "(2 runs," in table
-    assert "Run FAILED (garch_sim, mlp_vanilla)" in proc.stdout
+    # the job's one line
+    assert (
+        f"model=mlp_vanilla: FAILED GradientPathologyError (vanishing) at step {error['step']}"
+        in proc.stdout
+    )
 
 
 def test_main_returns_the_optimized_metric(tmp_path, monkeypatch):

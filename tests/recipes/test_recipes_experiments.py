@@ -119,14 +119,15 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
     proc = run_cli(args, cwd)
     check(proc)
     assert list(cwd.iterdir()) == []
-    # the printout says the numbers are pooled over the test years, not one test split
-    assert proc.stdout.count("Pooled test years 2017-2018, 2 re-estimations") == 4
+    # one line per job says the numbers are pooled over the test years
+    assert proc.stdout.count("pooled over test years 2017-2018") == 4
     assert "Test split" not in proc.stdout
     runs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
     assert len(runs) == 4
     for path in runs:
         metrics = read_json(path)
         years = metrics["per_year"]
+        model = metrics["run"]["model"]
         assert [y["test_year"] for y in years] == [2017, 2018]
         assert sorted(p.name for p in path.parent.glob("origin_*")) == [
             "origin_2017",
@@ -135,9 +136,12 @@ def test_rolling_origin_pools_years_and_aggregates_seeds(tmp_path, cwd):
         n = sum(next(r["n"] for r in y["rows"] if r["model"] == "har") for y in years)
         pooled = {b["model"]: b for b in metrics["baselines"]}
         assert pooled["har"]["n"] == n and pooled["lhar"]["ratio_lhar"] == 1.0
+        with (path.parent / "predictions.csv").open() as f:  # the years joined
+            predictions = list(csv.DictReader(f))
+        assert len(predictions) == n and predictions[0]["date"].startswith("2017-")
+        assert predictions[-1]["date"].startswith("2018-") and predictions[0][model]
         test = metrics["test"]
         assert test["qlike"] > 0 and {"dm_t_har", "dm_t_log_har", "dm_t_lhar"} <= set(test)
-        model = metrics["run"]["model"]
         assert test["spa_pvalue"] == metrics["significance"]["spa"][model]["pvalue"]
         assert set(metrics["significance"]["mcs"]) == {model, *pooled}
     rows = {r["run"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}

@@ -60,7 +60,8 @@ def test_a_raised_fit_writes_failed_metrics_and_propagates(tmp_path, restore_thr
         "alerts": {},
         "gradient": {},
     }
-    metrics["run"]["overrides"] = ["model=mlp_vanilla"]
+    assert metrics["run"]["run_name"] == "MLP"  # composed: no overrides, the net class
+    metrics["run"]["run_name"] = "model=mlp_vanilla"
     rows = {r["run"]: r for r in compare.comparison_rows([metrics, ok])}
     failed = rows["model=mlp_vanilla"]
     assert failed["status"] == "failed" and failed["qlike"] == ""

@@ -77,14 +77,14 @@ def test_comparison_labels_runs_by_what_differs(tmp_path):
     sweep = _sweep(tmp_path, records)
     text = compare.write_comparison(sweep)
     assert "| model=mlp_vanilla | 1 | ok | 0.9000 |" in text
-    assert "| model=resnet model.depth=20 |" in text
+    assert "| model=resnet,model.depth=20 |" in text
     assert "vanishing:4" in text and "1.0e-09" in text
     assert "| baseline: har |  |  | 0.4900 |" in text
     rows = list(csv.DictReader((sweep / compare.TABLE_CSV).open()))
     assert [r["run"] for r in rows] == [
         "model=mlp_vanilla",
         "model=resnet",
-        "model=resnet model.depth=20",
+        "model=resnet,model.depth=20",
         "baseline: har",
     ]
     assert rows[0]["wall_s"] == "12.3" and rows[1]["alerts"] == "none"
