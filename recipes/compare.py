@@ -290,14 +290,16 @@ class CompareSweep(Callback):
 
 
 def write_report(sweep_dir: Path) -> None:
-    """``report.html`` in the sweep directory; a warning (and no report) where
-    ``lightning_gradflow.report`` is missing."""
+    """``report.html`` in the sweep directory; a warning (and no report) where its optional
+    dependencies (tensorboard, matplotlib) are not installed."""
+    from lightning_gradflow.report import build_report
+
     try:
-        from lightning_gradflow.report import build_report
+        path = build_report(sweep_dir)
     except ImportError as error:
         log.warning("no report.html for %s: %s", sweep_dir, error)
         return
-    print(f"report: {build_report(sweep_dir)}")
+    print(f"report: {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

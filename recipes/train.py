@@ -146,9 +146,11 @@ def _write_metrics(cfg: DictConfig, metrics: dict[str, Any]) -> None:
     multirun = metrics["run"].get("multirun")
     print(_result_line(metrics) if multirun else _report(metrics), flush=True)
     if multirun:
-        from recipes.compare import write_comparison
+        from recipes.compare import write_comparison, write_report
 
         write_comparison(metrics["run"]["sweep_dir"])
+        if metrics.get("status") == "failed":  # Hydra skips the end-of-sweep report then
+            write_report(Path(metrics["run"]["sweep_dir"]))
 
 
 # the attribute of an exception from a failed fit that carries its metrics (rank zero only)
