@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -247,7 +248,13 @@ def _load_events(event_dir: Path) -> dict[str, Any] | None:
     events = EventAccumulator(
         str(event_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0}
     )
-    events.Reload()
+    reader_log = logging.getLogger("tensorboard")  # INFO per event file, where logging is set up
+    level = reader_log.level
+    reader_log.setLevel(logging.WARNING)
+    try:
+        events.Reload()
+    finally:
+        reader_log.setLevel(level)
     tags = events.Tags()
     scalar_tags = tags.get("scalars", [])
     layer_tags = layer_order(scalar_tags)

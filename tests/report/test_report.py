@@ -3,6 +3,7 @@ the summary names the vanishing run, the tables hold the right rows, every PNG d
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -137,3 +138,12 @@ def test_python_dash_m_writes_the_report(user_logs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == f"report written to {tmp_path / 'report.html'}"
+
+
+def test_reading_the_event_files_logs_nothing_even_at_info(user_logs, tmp_path, caplog):
+    """A Hydra sweep configures logging at INFO: TensorBoard's reader must not print a line
+    per event file into the sweep's console."""
+    with caplog.at_level(logging.INFO):
+        build_report(user_logs, tmp_path / "quiet")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("tensorboard")] == []
+    assert logging.getLogger("tensorboard").level == logging.NOTSET  # restored
