@@ -103,6 +103,28 @@ def _alerts(counts: Mapping[str, int]) -> str:
     return " ".join(f"{kind}:{n}" for kind, n in sorted(counts.items()) if n) or "none"
 
 
+def alert_summary(metrics: Mapping[str, Any]) -> str:
+    """Alerts announced per kind, with the steps each condition held in brackets (records
+    from before ``alerts_announced`` existed show the steps alone).
+
+    Example:
+        >>> alert_summary({"alerts": {"vanishing": 201}, "alerts_announced": {"vanishing": 3}})
+        'vanishing:3 (201 steps)'
+        >>> alert_summary({"alerts": {}}), alert_summary({"alerts": {"vanishing": 9}})
+        ('none', 'vanishing:9')
+    """
+    steps = metrics.get("alerts") or {}
+    announced = metrics.get("alerts_announced")
+    if announced is None:
+        return _alerts(steps)
+    parts = []
+    for kind, n in sorted(announced.items()):
+        held = steps.get(kind, n)
+        if n:
+            parts.append(f"{kind}:{n} ({held} step{'' if held == 1 else 's'})")
+    return " ".join(parts) or "none"
+
+
 def _values(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None]
 
@@ -194,9 +216,14 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
         tests = [r.get("test", {}) for r in recs]
         grads = [r.get("gradient", {}) for r in recs]
         alerts: dict[str, int] = {}
+        announced: dict[str, int] | None = None
         for rec in recs:
             for kind, n in rec.get("alerts", {}).items():
                 alerts[kind] = alerts.get(kind, 0) + n
+            if rec.get("alerts_announced") is not None:
+                announced = announced or {}
+                for kind, n in rec["alerts_announced"].items():
+                    announced[kind] = announced.get(kind, 0) + n
 
         def col(key: str, source: Sequence[Mapping[str, Any]] = tests, **kw: Any) -> str:
             return mean_sd([s.get(key) for s in source], **kw)
@@ -216,7 +243,7 @@ def comparison_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]
                 "spa_p": col("spa_pvalue"),
                 "mse_log": col("mse_log"),
                 "mz_r2": col("mz_r2"),
-                "alerts": _alerts(alerts),
+                "alerts": alert_summary({"alerts": alerts, "alerts_announced": announced}),
                 "grad_ratio": col("first_last_ratio", grads, fmt=_sci),
                 "gamma": col("gamma", grads, fmt=_sci, digits=3),
                 "grad_max": col("grad_norm_max", grads, fmt=_sci),

@@ -15,7 +15,7 @@ Example:
     >>> curated_hparams(config, model="mlp_vanilla", run="model.net.depth=20")
     {'run': 'model.net.depth=20', 'model': 'mlp_vanilla', 'depth': 20, 'optimizer': 'Adam', \
 'lr': 0.001, 'scheduler': 'none', 'loss': 'mse', 'seed': 'none'}
-    >>> final_metrics({"test": {"qlike": 0.5}, "alerts": {"vanishing": 2, "exploding": 1},
+    >>> final_metrics({"test": {"qlike": 0.5}, "alerts_announced": {"vanishing": 2, "exploding": 1},
     ...     "gradient": {"first_last_ratio": 1e-8, "gamma": 0.4}})
     {'hparams/test_qlike': 0.5, 'hparams/first_last_ratio': 1e-08, \
 'hparams/log10_first_last_ratio': -8.0, 'hparams/gamma': 0.4, 'hparams/alerts_announced': 3.0}
@@ -87,7 +87,7 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         "first_last_ratio": ratio,
         "log10_first_last_ratio": math.log10(ratio) if _finite(ratio) and ratio > 0 else None,
         "gamma": grad.get("gamma"),
-        "alerts_announced": float(sum((metrics.get("alerts") or {}).values())),
+        "alerts_announced": float(sum((metrics.get("alerts_announced") or {}).values())),
         "best_val_loss": (metrics.get("training") or {}).get("best_val_loss"),
     }
     return {f"hparams/{k}": float(v) for k, v in values.items() if _finite(v)}

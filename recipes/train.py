@@ -24,6 +24,7 @@ import logging
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recipes.compare import METRICS_FILE
+from recipes.compare import METRICS_FILE, alert_summary
 from recipes.resolvers import CONFIG_DIR, job_names
 
 log = logging.getLogger(__name__)
@@ -396,8 +397,10 @@ def _gradient_record(output_dir: Path, trainer: Any, best: str | None) -> dict[s
     summary_path = output_dir / SUMMARY_FILE
     gradient = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     alerts_files = sorted(output_dir.rglob(ALERTS_FILE))
+    announced = Counter(a["kind"] for a in gradient.get("alerts", []))
     return {
-        "alerts": gradient.pop("alert_counts", {}),
+        "alerts": gradient.pop("alert_counts", {}),  # steps each condition held
+        "alerts_announced": dict(sorted(announced.items())),
         "alerts_file": str(alerts_files[0].relative_to(output_dir)) if alerts_files else None,
         "gradient": {k: v for k, v in gradient.items() if k not in ("alerts", "steps", "epochs")},
         "training": {
@@ -550,7 +553,7 @@ def _result_line(metrics: Mapping[str, Any]) -> str:
             result += f" pooled over test years {run['rolling'][0]}-{run['rolling'][-1]}"
     else:
         result = f"not scored ({metrics.get('test_error') or 'test: false'})"
-    alerts = " ".join(f"{k}:{n}" for k, n in sorted(metrics["alerts"].items()) if n) or "none"
+    alerts = alert_summary(metrics)
     ratio = metrics["gradient"].get("first_last_ratio")
     grad = "n/a" if ratio is None else f"{ratio:.2g}"
     return (

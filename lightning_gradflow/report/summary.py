@@ -156,13 +156,13 @@ def _num(value: Any, fmt: str) -> str:
 def results_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     """The sweep table: one row per job with ``metrics.json``, then the baselines (once per
     data set), all sorted by test QLIKE (best first; rows without one last). Empty when no run
-    has ``metrics.json``.
+    has ``metrics.json``. Alerts are those announced (``alerts_announced``, else the run's own).
 
     Example:
         >>> run = Run("model=mlp", "0", (), np.zeros(0, int), np.zeros((0, 0)),
         ...           np.zeros((0, 0), bool), metrics={"run": {"model": "mlp", "data": "sim"},
         ...           "status": "ok", "test": {"qlike": 1.7, "qlike_ratio_har": 1.1},
-        ...           "gradient": {"first_last_ratio": 1e-6, "gamma": 0.4}, "alerts":
+        ...           "gradient": {"first_last_ratio": 1e-6, "gamma": 0.4}, "alerts_announced":
         ...           {"vanishing": 3}, "baselines": [{"model": "har", "qlike": 1.5,
         ...           "ratio_har": 1.0}]})
         >>> [(r["run"], r["test QLIKE"], r["first/last"], r["alerts"]) for r in results_rows([run])]
@@ -173,7 +173,7 @@ def results_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     for run in jobs:
         metrics = run.metrics or {}
         test, grad = metrics.get("test") or {}, metrics.get("gradient") or {}
-        alerts = metrics.get("alerts") or alert_counts(run)
+        alerts = metrics.get("alerts_announced") or alert_counts(run)
         qlike = test.get("qlike")
         row = {
             "run": run.name,

@@ -68,7 +68,7 @@ def test_a_raised_fit_writes_failed_metrics_and_propagates(tmp_path, restore_thr
     assert failed["failure"].startswith(
         f"GradientPathologyError: vanishing @ step {error.alerts[0].step}: gradient norm falls"
     )
-    assert failed["alerts"] == "vanishing:1" and failed["grad_ratio"]
+    assert failed["alerts"] == "vanishing:1 (1 step)" and failed["grad_ratio"]
     assert rows["model=lstm"]["status"] == "ok" and rows["model=lstm"]["failure"] == ""
     assert "baseline (garch_sim): har" in rows or "baseline: har" in rows
 
