@@ -22,11 +22,8 @@ from lightning_gradflow.core.flow_history import ZERO_LOG10
 from lightning_gradflow.report.runs import Predictions, Run
 from lightning_gradflow.report.summary import DEAD_LOG10, mean_profile
 
-ZERO_COLOUR = "#e4007c"  # exactly zero gradient: a magenta no viridis cell has
-NONFINITE_COLOUR = "black"
 LINE_STYLES = ("-", "--", "-.", ":")
 SEVERITY_COLOURS = {"critical": "tab:red", "warning": "tab:orange"}
-_MAX_NAMED_LAYERS = 40
 
 
 def _figure(width: float, height: float) -> Any:
@@ -87,57 +84,14 @@ def cross_run_figure(runs: Sequence[Run]) -> Any:
     return fig
 
 
-def _edges(steps: np.ndarray) -> np.ndarray:
-    """Cell edges around (possibly unevenly spaced) steps."""
-    if steps.size == 1:
-        return np.array([steps[0] - 0.5, steps[0] + 0.5])
-    mid = (steps[:-1] + steps[1:]) / 2
-    return np.concatenate([[2 * steps[0] - mid[0]], mid, [2 * steps[-1] - mid[-1]]])
-
-
-def _layer_ticks(ax: Any, layers: Sequence[str]) -> None:
-    count = len(layers)
-    stride = 1 if count <= _MAX_NAMED_LAYERS else int(np.ceil(count / 25))
-    ticks = np.arange(0, count, stride)
-    ax.set_yticks(ticks)
-    labels = [layers[i] if len(layers[i]) <= 30 else "…" + layers[i][-29:] for i in ticks]
-    ax.set_yticklabels(labels, fontsize=7 if count <= 20 else 6)
-
-
 def heatmap_figure(run: Run) -> Any:
-    """Layer × step, colour = log10 norm; input layer at the bottom; zero and NaN/Inf gradients
-    in their own colours."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    """Layer × step, colour = log10 norm, drawn as the monitor draws ``grad_flow/heatmap`` (input
+    layer at the bottom; zero gradients grey and hatched, NaN/Inf red)."""
+    from lightning_gradflow.core.flow_history import NONFINITE_LOG10
+    from lightning_gradflow.writers.flow_heatmap import flow_heatmap_figure
 
-    logs = run.log10_norms.T  # (layers, steps)
-    count = len(run.layers)
-    fig = _figure(9.5, float(np.clip(2.0 + 0.18 * count, 3.2, 9.0)))
-    ax = fig.add_subplot(1, 1, 1)
-    x, y = _edges(run.steps.astype(np.float64)), np.arange(count + 1) - 0.5
-    zero = logs <= ZERO_LOG10
-    shown = np.ma.masked_where(zero | ~np.isfinite(logs), logs)
-    mesh = ax.pcolormesh(x, y, shown, cmap="viridis", shading="flat")
-    special = np.ma.masked_where(~(zero | run.nonfinite.T), np.where(zero, 0, 1))
-    if special.count():
-        cmap = ListedColormap([ZERO_COLOUR, NONFINITE_COLOUR])
-        ax.pcolormesh(x, y, special, cmap=cmap, vmin=0, vmax=1, shading="flat")
-    fig.colorbar(mesh, ax=ax, label="log10 ‖g‖", pad=0.01)
-    _layer_ticks(ax, run.layers)
-    ax.set_xlabel("step")
-    ax.set_ylabel("layer (input at the bottom)")
-    ax.set_title(f"{run.name}: gradient flow over training", fontsize=10)
-    handles = [
-        Patch(color=colour, label=label)
-        for colour, label, shown in (
-            (ZERO_COLOUR, "zero gradient", zero.any()),
-            (NONFINITE_COLOUR, "NaN/Inf gradient", run.nonfinite.any()),
-        )
-        if shown
-    ]
-    if handles:
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2)
-    return fig
+    logs = np.where(run.nonfinite, NONFINITE_LOG10, run.log10_norms).T  # (layers, steps)
+    return flow_heatmap_figure(run.layers, run.steps, logs)
 
 
 def last_picture(run: Run) -> bytes | None:
