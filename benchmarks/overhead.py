@@ -339,6 +339,8 @@ def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str,
             row[f"e2e_{clock}"] = (min(ratios), statistics.median(ratios))
         rows.append(row)
     by = {r["variant"]: r for r in rows}
+    if not {"gradflow_default", f"gradflow_periodic_{k}"} <= set(by):
+        return rows
     default, periodic = by["gradflow_default"], by[f"gradflow_periodic_{k}"]
     scale = k / 500
     amortised = {"variant": "gradflow_default (amortised, 500-step work included)"}
@@ -376,6 +378,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: floa
         )
     by = {r["variant"]: r for r in rows}
     k = args.hist_every
+    if not set(variants(k)) <= set(by):
+        return "\n".join(lines) + "\n"
     ours = by[f"gradflow_hist_{k}"]
     lines += ["", "Own time (medians), as factors:", ""]
     for peer in (f"wandb_watch_{k}", f"tb_histogram_{k}"):
@@ -406,6 +410,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="*", help="a subset (bare is always run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--tag", default="", help="appended to the result files' names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -426,16 +431,15 @@ def main() -> None:
                     f"own {1e3 * result['own']:7.3f} ms/step ({100 * result['own_share']:.2f} %)",
                     flush=True,
                 )
-    rows = summarise(runs, args.hist_every) if "gradflow_default" in runs else []
+    rows = summarise(runs, args.hist_every)
     bare_ms = 1e3 * statistics.median(r["wall"] for r in runs["bare"])
-    name = f"overhead_d{args.depth}x{args.d_model}_b{args.batch_size}_{args.device}"
+    name = f"overhead_d{args.depth}x{args.d_model}_b{args.batch_size}_{args.device}{args.tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     raw = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "rows": rows}
     (args.out / f"{name}.json").write_text(json.dumps(raw, indent=2))
-    if len(rows) == len(variants(args.hist_every)) + 1:
-        table = markdown(rows, args, bare_ms)
-        (args.out / f"{name}.md").write_text(table)
-        print(table)
+    table = markdown(rows, args, bare_ms)
+    (args.out / f"{name}.md").write_text(table)
+    print(table)
     print(f"wrote {args.out / name}.*")
 
 
