@@ -9,7 +9,9 @@ Per point, the median over steps of:
 * ``logged``: the same on a logged step (one copy to the host, detectors over the pending
   steps, weight norms and the update-ratio snapshot; no writers);
 * ``foreach``: one bare ``torch._foreach_norm`` over the gradients (the floor: one read);
-* ``grad_norm``: Lightning's ``grad_norm`` (a norm and a ``.item()`` per tensor).
+* ``grad_norm``: Lightning's ``grad_norm`` alone (a norm per tensor, on the device), without
+  the ``log_dict`` of its hundreds of values that usually follows it every step and costs
+  far more (see ``overhead.py``).
 
 Writes ``scaling.md`` (the table) and ``scaling.png`` (the plot) into ``--out``.
 
