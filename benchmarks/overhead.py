@@ -313,16 +313,18 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> dict[s
     gc.collect()
     wall, cpu = timer.wall[args.warmup :], timer.cpu[args.warmup :]
     steps, own_steps = timer.steps[args.warmup :], timer.own[args.warmup :]
-    k = args.hist_every
-    quiet = [o for s, o in zip(steps, own_steps, strict=True) if s % k and s % 50]
-    logged = [o for s, o in zip(steps, own_steps, strict=True) if s % k == 0]
+    # a variant's periodic steps are its dearest: as many as there are multiples of K (its
+    # rate; wandb.watch's fall one step before them, the Trainer's logging on them)
+    periodic = max(sum(s % args.hist_every == 0 for s in steps), 1)
+    ranked = sorted(own_steps)
+    quiet, logged = ranked[:-periodic], ranked[-periodic:]
     return {
         "wall": statistics.fmean(wall),
         "cpu": statistics.fmean(cpu),
         "own": own / len(wall),
         "own_share": own / (sum(wall if device.type == "cuda" else cpu) - own),
         "quiet": statistics.median(quiet),
-        "logged": statistics.fmean(logged) if logged else float("nan"),
+        "logged": statistics.fmean(logged),
     }
 
 
@@ -359,8 +361,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: floa
         f"{args.repeats} repeats, {args.threads} torch thread(s), {args.device}; bare step "
         f"{bare_ms:.1f} ms (wall, median). Each cell: min / median over repeats. Own: the "
         "variant's own time per step over the measured window (share: of the rest of the "
-        f"step); quiet step: median own time of steps that log nothing; logged step: mean own "
-        f"time of the steps at multiples of {args.hist_every} (histograms, logging).",
+        "step); logged step: mean own time of the variant's dearest steps, as many as there "
+        f"are multiples of {args.hist_every} in the window (its histograms, logging); quiet "
+        "step: median own time of the others.",
         "",
         "| variant | own ms/step | own share | quiet step ms | logged step ms "
         "| e2e wall ratio | e2e CPU ratio |",
