@@ -1,23 +1,37 @@
-"""What does gradient monitoring cost? Step time of each variant as a ratio to bare training.
+"""What does gradient monitoring cost? Each variant's own time, and its step time against bare.
 
-Trains the same 12-layer pre-norm transformer for a fixed number of steps under each variant,
-interleaving the variants in every repeat so that machine noise hits them alike, and reports the
-mean step time (periodic work such as histograms included) divided by bare training's in the
-same repeat: median and range over repeats.
+Trains the same pre-norm transformer for a fixed number of steps under each variant, the
+variants taking turns in every repeat so that machine noise hits them alike. Two numbers per
+variant, min and median over repeats:
 
-Variants:
-    bare                 Trainer with the loggers only
-    gradflow_default     GradFlowMonitor() with default intervals
-    lightning_grad_norm  Lightning's ``grad_norm`` + ``log_dict`` every step
-    wandb_watch          ``wandb.watch(model, log="gradients", log_freq=K)`` (offline)
-    gradflow_hist_K      GradFlowMonitor(histogram_every_n_steps=K, log_every_n_steps=K), with
-                         probes, weight norms and update ratios off, like wandb.watch
+* **own**: time spent inside the variant's own code in the same run, per step, as a share of
+  the rest of the step (the monitor's hooks; Lightning's ``grad_norm`` + ``log_dict``; the
+  tensor hooks ``wandb.watch`` registers, which also build and hand over its histograms;
+  the ``add_histogram`` calls). On the CPU it is the calling thread's CPU time
+  (``time.thread_time``), which other processes on a shared machine do not inflate; with
+  CUDA it is the device time between CUDA events recorded around that code, plus the host
+  time. Work that a writer hands to a background thread or process (TensorBoard's event
+  writer thread, the W&B service) is not in it: it shows in the end-to-end ratio only.
+* **e2e**: mean step time (wall clock, CUDA events on a GPU) divided by bare training's in the
+  same repeat.
 
-Every variant has the same loggers (TensorBoard + offline W&B), so only the monitoring differs.
+Variants (``K`` = ``--hist-every``, 50 by default, wandb.watch's usual rate):
+    bare                  the loggers only (TensorBoard + offline W&B, in every variant)
+    gradflow_default      GradFlowMonitor() with its defaults
+    gradflow_periodic_K   the defaults with histograms, picture and probes every K steps:
+                          with the defaults' 500 these fall outside a short run, so the
+                          "amortised defaults" row adds (periodic - default) * K / 500
+    gradflow_hist_K       GradFlowMonitor: scalars + histograms every K steps, no probes,
+                          picture, weight norms or update ratios (what wandb.watch logs)
+    lightning_grad_norm   Lightning's ``grad_norm`` + ``log_dict`` every step
+    wandb_watch_K         ``wandb.watch(model, log="gradients", log_freq=K)``
+    wandb_watch_1000      the same at wandb.watch's default ``log_freq``
+    tb_histogram_K        ``SummaryWriter.add_histogram`` of every parameter's gradient
 
 Usage:
-    python benchmarks/overhead.py                     # ~8 minutes on 2 CPU cores
-    python benchmarks/overhead.py --steps 100 --repeats 2 --device cuda
+    python benchmarks/overhead.py --steps 150 --warmup 10 --repeats 3 --threads 1
+    python benchmarks/overhead.py --depth 6 --d-model 128 --batch-size 32 --repeats 3
+    python benchmarks/overhead.py --device cuda
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -72,40 +89,84 @@ class PreNormTransformer(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=1e-4)
 
 
-class StepTimer(pl.Callback):
-    """Wall and process CPU time of each training step, from batch start to the last callback.
+class Clock:
+    """Own time of a variant: the calling thread's CPU time, plus CUDA event time on a GPU.
 
-    On a shared CPU machine the wall clock also counts time stolen by neighbours; process CPU
-    time does not, so both are reported.
+    ``timed(fn)`` wraps ``fn`` so that every call adds up; :meth:`reset` starts the measured
+    window; :meth:`seconds` reads it (synchronising the device once, at the end).
     """
 
-    def __init__(self, device: torch.device, warmup: int, spent: list[float]) -> None:
-        self.device = device
-        self.warmup = warmup
-        self.spent = spent
-        self.times: list[float] = []
-        self.cpu_times: list[float] = []
-        self._start = 0.0
-        self._cpu_start = 0.0
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = 0.0
+        self.events: list[tuple[Any, Any]] = []
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def reset(self) -> None:
+        self.host = 0.0
+        self.events = []
+
+    def timed(self, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            begin = torch.cuda.Event(enable_timing=True) if self.cuda else None
+            if begin is not None:
+                begin.record()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if begin is not None:
+                    end = torch.cuda.Event(enable_timing=True)
+                    end.record()
+                    self.events.append((begin, end))
+                self.host += time.thread_time() - start
+
+        return wrapper
+
+    def seconds(self) -> float:
+        """Host CPU time, or on a GPU the device time between the events where it is larger."""
+        if not self.cuda:
+            return self.host
+        torch.cuda.synchronize()
+        device = sum(b.elapsed_time(e) for b, e in self.events) / 1e3
+        return max(self.host, device)
+
+
+class StepTimer(pl.Callback):
+    """Step time (wall clock, CUDA events on a GPU) and the thread's CPU time, per step."""
+
+    def __init__(self, device: torch.device, warmup: int, clock: Clock) -> None:
+        self.cuda = device.type == "cuda"
+        self.warmup = warmup
+        self.clock = clock
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.own: list[float] = []  # the clock's host time of each step
+        self.steps: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._sync()
+        if len(self.wall) == self.warmup:  # the measured window starts
+            self.clock.reset()
+        if self.cuda:
+            self._event = torch.cuda.Event(enable_timing=True)
+            self._event.record()
         self._start = time.perf_counter()
-        self._cpu_start = time.process_time()
-        if len(self.times) == self.warmup:  # the measured window starts: reset the hook clock
-            self.spent[0] = 0.0
+        self._cpu = time.thread_time()
+        self._own = self.clock.host
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync()
-        self.times.append(time.perf_counter() - self._start)
-        self.cpu_times.append(time.process_time() - self._cpu_start)
+        self.cpu.append(time.thread_time() - self._cpu)
+        self.own.append(self.clock.host - self._own)
+        self.steps.append(trainer.global_step - 1)
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            self.wall.append(self._event.elapsed_time(end) / 1e3)
+        else:
+            self.wall.append(time.perf_counter() - self._start)
 
 
-HOOKS = (
+MONITOR_HOOKS = (
     "setup",
     "on_train_start",
     "on_train_batch_start",
@@ -116,28 +177,6 @@ HOOKS = (
 )
 
 
-def time_hooks(callback: pl.Callback, spent: list[float]) -> pl.Callback:
-    """Wrap the callback's hooks so the seconds spent inside them add up in ``spent[0]``.
-
-    On the CPU all of GradFlowMonitor's work runs inside its hooks, so this measures its cost
-    within one run, free of the run-to-run noise of a shared machine.
-    """
-
-    def wrap(hook):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return hook(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - start
-
-        return timed
-
-    for name in HOOKS:
-        setattr(callback, name, wrap(getattr(callback, name)))
-    return callback
-
-
 class LightningGradNorm(pl.Callback):
     """The usual hand-rolled monitoring: ``grad_norm`` + ``log_dict`` on every step."""
 
@@ -146,50 +185,101 @@ class LightningGradNorm(pl.Callback):
 
 
 class WandbWatch(pl.Callback):
-    """``wandb.watch`` on the Trainer's W&B run at the start of training."""
+    """``wandb.watch`` on the Trainer's W&B run; the tensor hooks it registers are timed."""
 
-    def __init__(self, log_freq: int) -> None:
+    def __init__(self, log_freq: int, clock: Clock) -> None:
         self.log_freq = log_freq
+        self.clock = clock
 
     def on_train_start(self, trainer, pl_module) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.watch(pl_module, log="gradients", log_freq=self.log_freq)
+        with _timed_tensor_hooks(self.clock):
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.watch(pl_module, log="gradients", log_freq=self.log_freq)
 
 
-def _callbacks(variant: str, hist_every: int) -> list[pl.Callback]:
+@contextmanager
+def _timed_tensor_hooks(clock: Clock):
+    """Every ``Tensor.register_hook`` inside the block registers a timed hook."""
+    register = torch.Tensor.register_hook
+
+    def timed_register(tensor, hook):
+        return register(tensor, clock.timed(hook))
+
+    torch.Tensor.register_hook = timed_register
+    try:
+        yield
+    finally:
+        torch.Tensor.register_hook = register
+
+
+class TensorBoardHistograms(pl.Callback):
+    """``add_histogram`` of every parameter's gradient every ``every`` steps."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step % self.every:
+            return
+        writer = trainer.loggers[0].experiment
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None:
+                writer.add_histogram(f"grad/{name}", param.grad, trainer.global_step)
+
+
+def variants(k: int) -> list[str]:
+    return [
+        "bare",
+        "gradflow_default",
+        f"gradflow_periodic_{k}",
+        f"gradflow_hist_{k}",
+        "lightning_grad_norm",
+        f"wandb_watch_{k}",
+        "wandb_watch_1000",
+        f"tb_histogram_{k}",
+    ]
+
+
+def _callbacks(variant: str, clock: Clock) -> list[pl.Callback]:
+    name, _, every = variant.rpartition("_")
+    k = int(every) if every.isdigit() else 0
     if variant == "bare":
         return []
     if variant == "gradflow_default":
-        return [GradFlowMonitor()]
+        return [_timed_hooks(GradFlowMonitor(), MONITOR_HOOKS, clock)]
+    if name == "gradflow_periodic":
+        monitor = GradFlowMonitor(
+            histogram_every_n_steps=k, plot_every_n_steps=k, probe_every_n_steps=k
+        )
+        return [_timed_hooks(monitor, MONITOR_HOOKS, clock)]
+    if name == "gradflow_hist":  # like for like with wandb.watch(log="gradients")
+        monitor = GradFlowMonitor(
+            log_every_n_steps=k,
+            histogram_every_n_steps=k,
+            plot_every_n_steps=None,
+            probe_every_n_steps=None,
+            log_weight_norms=False,
+            log_update_ratios=False,
+        )
+        return [_timed_hooks(monitor, MONITOR_HOOKS, clock)]
     if variant == "lightning_grad_norm":
-        return [LightningGradNorm()]
-    if variant == "wandb_watch":
-        return [WandbWatch(hist_every)]
-    if variant == "gradflow_hist":  # like for like with wandb.watch(log="gradients")
-        return [
-            GradFlowMonitor(
-                log_every_n_steps=hist_every,
-                histogram_every_n_steps=hist_every,
-                plot_every_n_steps=None,
-                probe_every_n_steps=None,
-                log_weight_norms=False,
-                log_update_ratios=False,
-            )
-        ]
+        return [_timed_hooks(LightningGradNorm(), ("on_before_optimizer_step",), clock)]
+    if name == "wandb_watch":
+        return [WandbWatch(k, clock)]
+    if name == "tb_histogram":
+        return [_timed_hooks(TensorBoardHistograms(k), ("on_before_optimizer_step",), clock)]
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def run_variant(
-    variant: str, args: argparse.Namespace, workdir: Path
-) -> tuple[list[float], list[float], float]:
-    """Train ``args.steps`` steps.
+def _timed_hooks(callback: pl.Callback, hooks: tuple[str, ...], clock: Clock) -> pl.Callback:
+    for name in hooks:
+        setattr(callback, name, clock.timed(getattr(callback, name)))
+    return callback
 
-    Returns:
-        Wall and CPU step times after warm-up, and the time spent inside the monitor's own
-        hooks during those steps divided by the rest of their time (GradFlowMonitor variants;
-        else NaN).
-    """
+
+def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """Train ``args.steps`` steps; mean step times and own time per step after warm-up."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -197,12 +287,8 @@ def run_variant(
     x = torch.randn(n, args.seq_len, 8, generator=generator)
     y = x.mean(dim=(1, 2)).unsqueeze(1)
     loader = DataLoader(TensorDataset(x, y), batch_size=args.batch_size)
-    spent = [0.0]
-    timer = StepTimer(device, args.warmup, spent)
-    callbacks = _callbacks(variant, args.hist_every)
-    for callback in callbacks:
-        if isinstance(callback, GradFlowMonitor):
-            time_hooks(callback, spent)
+    clock = Clock(device)
+    timer = StepTimer(device, args.warmup, clock)
     loggers = [
         TensorBoardLogger(workdir / variant, name="tb"),
         WandbLogger(save_dir=str(workdir / variant), offline=True, project="overhead"),
@@ -212,100 +298,152 @@ def run_variant(
         devices=1,
         max_steps=args.steps,
         logger=loggers,
-        callbacks=[*callbacks, timer],
+        callbacks=[*_callbacks(variant, clock), timer],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         log_every_n_steps=50,
     )
     trainer.fit(PreNormTransformer(depth=args.depth, d_model=args.d_model), loader)
-    window = sum(timer.times[args.warmup :])
+    own = clock.seconds()
     import wandb
 
     wandb.finish()
     wandb.teardown()  # stop the wandb-core service so it does not compete with the next run
     gc.collect()
-    own = spent[0] / (window - spent[0]) if spent[0] else float("nan")
-    return timer.times[args.warmup :], timer.cpu_times[args.warmup :], own
+    wall, cpu = timer.wall[args.warmup :], timer.cpu[args.warmup :]
+    steps, own_steps = timer.steps[args.warmup :], timer.own[args.warmup :]
+    # a variant's periodic steps are its dearest: as many as there are multiples of K (its
+    # rate; wandb.watch's fall one step before them, the Trainer's logging on them)
+    periodic = max(sum(s % args.hist_every == 0 for s in steps), 1)
+    ranked = sorted(own_steps)
+    quiet, logged = ranked[:-periodic], ranked[-periodic:]
+    return {
+        "wall": statistics.fmean(wall),
+        "cpu": statistics.fmean(cpu),
+        "own": own / len(wall),
+        "own_share": own / (sum(wall if device.type == "cuda" else cpu) - own),
+        "quiet": statistics.median(quiet),
+        "logged": statistics.fmean(logged),
+    }
+
+
+def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str, Any]]:
+    """Per variant: own time and its share, end-to-end ratios; min and median over repeats."""
+    rows = []
+    for variant, results in runs.items():
+        row: dict[str, Any] = {"variant": variant}
+        for key in ("own", "own_share", "quiet", "logged"):
+            values = [r[key] for r in results]
+            row[key] = (min(values), statistics.median(values))
+        for clock in ("wall", "cpu"):
+            ratios = [r[clock] / b[clock] for r, b in zip(results, runs["bare"], strict=True)]
+            row[f"e2e_{clock}"] = (min(ratios), statistics.median(ratios))
+        rows.append(row)
+    by = {r["variant"]: r for r in rows}
+    if not {"gradflow_default", f"gradflow_periodic_{k}"} <= set(by):
+        return rows
+    default, periodic = by["gradflow_default"], by[f"gradflow_periodic_{k}"]
+    scale = k / 500
+    amortised = {"variant": "gradflow_default (amortised, 500-step work included)"}
+    for key in ("own", "own_share", "quiet", "logged", "e2e_wall", "e2e_cpu"):
+        amortised[key] = tuple(
+            d + (p - d) * scale for d, p in zip(default[key], periodic[key], strict=True)
+        )
+    rows.insert(3, amortised)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: float) -> str:
+    lines = [
+        f"Model: {args.depth}-layer pre-norm transformer, d={args.d_model}, batch "
+        f"{args.batch_size}, seq {args.seq_len}; {args.steps} steps ({args.warmup} warm-up), "
+        f"{args.repeats} repeats, {args.threads} torch thread(s), {args.device}; bare step "
+        f"{bare_ms:.1f} ms (wall, median). Each cell: min / median over repeats. Own: the "
+        "variant's own time per step over the measured window (share: of the rest of the "
+        "step); logged step: mean own time of the variant's dearest steps, as many as there "
+        f"are multiples of {args.hist_every} in the window (its histograms, logging); quiet "
+        "step: median own time of the others.",
+        "",
+        "| variant | own ms/step | own share | quiet step ms | logged step ms "
+        "| e2e wall ratio | e2e CPU ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        own, share, wall, cpu = r["own"], r["own_share"], r["e2e_wall"], r["e2e_cpu"]
+        quiet, logged = r["quiet"], r["logged"]
+        lines.append(
+            f"| {r['variant']} | {1e3 * own[0]:.3f} / {1e3 * own[1]:.3f} "
+            f"| {100 * share[0]:.2f} % / {100 * share[1]:.2f} % "
+            f"| {1e3 * quiet[0]:.3f} / {1e3 * quiet[1]:.3f} "
+            f"| {1e3 * logged[0]:.1f} / {1e3 * logged[1]:.1f} "
+            f"| {wall[0]:.3f} / {wall[1]:.3f} | {cpu[0]:.3f} / {cpu[1]:.3f} |"
+        )
+    by = {r["variant"]: r for r in rows}
+    k = args.hist_every
+    if not set(variants(k)) <= set(by):
+        return "\n".join(lines) + "\n"
+    ours = by[f"gradflow_hist_{k}"]
+    lines += ["", "Own time (medians), as factors:", ""]
+    for peer in (f"wandb_watch_{k}", f"tb_histogram_{k}"):
+        lines.append(
+            f"- histograms every {k} steps: {peer} / gradflow_hist_{k} = "
+            f"{by[peer]['own'][1] / ours['own'][1]:.1f}x per step overall (ours also reads "
+            "every step's norms for the detectors), "
+            f"{by[peer]['logged'][1] / ours['logged'][1]:.1f}x per histogram step"
+        )
+    lines.append(
+        "- per-layer norms every step: lightning_grad_norm / gradflow_default = "
+        f"{by['lightning_grad_norm']['own'][1] / by['gradflow_default']['own'][1]:.1f}x"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hist-every", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--depth", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="*", help="a subset (bare is always run)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--tag", default="", help="appended to the result files' names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB__DISABLE_STATS", "true")  # no system-monitor process competing
-    variants = ["bare", "gradflow_default", "lightning_grad_norm", "wandb_watch", "gradflow_hist"]
-    means: dict[str, dict[str, list[float]]] = {
-        v: {"wall": [], "cpu": [], "hooks": []} for v in variants
-    }
+    names = variants(args.hist_every)
+    if args.variants:
+        names = ["bare", *[v for v in names if v in args.variants and v != "bare"]]
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in names}
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["WANDB_DIR"] = tmp
         for repeat in range(args.repeats):
-            for variant in variants:
-                wall, cpu, own = run_variant(variant, args, Path(tmp) / f"r{repeat}")
-                means[variant]["hooks"].append(own)
-                means[variant]["wall"].append(statistics.fmean(wall))
-                means[variant]["cpu"].append(statistics.fmean(cpu))
+            for variant in names:
+                result = run_variant(variant, args, Path(tmp) / f"r{repeat}")
+                runs[variant].append(result)
                 print(
-                    f"repeat {repeat} {variant:<20} {1e3 * means[variant]['wall'][-1]:8.2f} ms/step"
-                    f" wall {1e3 * means[variant]['cpu'][-1]:8.2f} ms/step CPU"
+                    f"repeat {repeat} {variant:<22} {1e3 * result['wall']:8.2f} ms/step wall, "
+                    f"own {1e3 * result['own']:7.3f} ms/step ({100 * result['own_share']:.2f} %)",
+                    flush=True,
                 )
-    rows = []
-    for variant in variants:
-        row: dict[str, object] = {
-            "variant": variant.replace("gradflow_hist", f"gradflow_hist_{args.hist_every}")
-        }
-        for clock in ("wall", "cpu"):
-            ratios = [
-                m / b for m, b in zip(means[variant][clock], means["bare"][clock], strict=True)
-            ]
-            row[f"{clock}_ms"] = 1e3 * statistics.median(means[variant][clock])
-            row[f"{clock}_ratio"] = statistics.median(ratios)
-            row[f"{clock}_range"] = (min(ratios), max(ratios))
-        row["own_hooks_share"] = statistics.median(means[variant]["hooks"])
-        rows.append(row)
-    print(
-        f"\n{'variant':<22} {'wall ms':>8} {'wall ratio':>11} {'range':>13} "
-        f"{'CPU ms':>8} {'CPU ratio':>10} {'range':>13}"
-    )
-    for r in rows:
-        print(
-            f"{r['variant']:<22} {r['wall_ms']:8.2f} {r['wall_ratio']:11.3f} "
-            f"{r['wall_range'][0]:6.3f}–{r['wall_range'][1]:.3f} {r['cpu_ms']:8.2f} "
-            f"{r['cpu_ratio']:10.3f} {r['cpu_range'][0]:6.3f}–{r['cpu_range'][1]:.3f} "
-            f"{100 * r['own_hooks_share']:9.2f}%"
-        )
-    print(
-        "own hooks: time inside GradFlowMonitor's hooks / the rest of training, same run "
-        "(all of its CPU work; the A/B ratios also carry run-to-run noise)"
-    )
-    by_name = {r["variant"]: r for r in rows}
-    for clock in ("wall", "cpu"):
-        watch = by_name["wandb_watch"][f"{clock}_ratio"] - 1.0
-        ours = by_name[f"gradflow_hist_{args.hist_every}"][f"{clock}_ratio"] - 1.0
-        factor = f"{watch / ours:.1f}x less" if ours > 0 else "no measurable overhead"
-        print(
-            f"{clock}: overhead with histograms every {args.hist_every} steps: "
-            f"wandb.watch {100 * watch:+.1f} %, GradFlowMonitor {100 * ours:+.1f} % ({factor}); "
-            f"defaults {100 * (by_name['gradflow_default'][f'{clock}_ratio'] - 1):+.1f} %"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
-    )
-    print(f"wrote {args.out}")
+    rows = summarise(runs, args.hist_every)
+    bare_ms = 1e3 * statistics.median(r["wall"] for r in runs["bare"])
+    name = f"overhead_d{args.depth}x{args.d_model}_b{args.batch_size}_{args.device}{args.tag}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "rows": rows}
+    (args.out / f"{name}.json").write_text(json.dumps(raw, indent=2))
+    table = markdown(rows, args, bare_ms)
+    (args.out / f"{name}.md").write_text(table)
+    print(table)
+    print(f"wrote {args.out / name}.*")
 
 
 if __name__ == "__main__":

@@ -256,6 +256,7 @@ class GradFlowEngine:
         self.optimizer_steps: dict[int, int] = {}
         self._captured: tuple[int, int] | None = None
         self._unmonitored: set[int] = set()
+        self._parameters: dict[int, tuple[Any, ...]] = {}
         self._snapshot_pending = False
         self._flush_due = False
         self._batch: Any = None
@@ -364,8 +365,8 @@ class GradFlowEngine:
             return
         self.after_optimizer_step()  # an earlier optimizer of this batch has stepped by now
         self._captured = (step, optimizer_index)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if self._has_new_parameters(params):
+        params, unclassified = self._parameters_of(optimizer, optimizer_index, collector)
+        if any(p.grad is not None for p in unclassified):  # new parameters, now with a gradient
             collector = self._regroup(model, params, step)
         elif self._recorder is not None and self._recorder.recorded:
             collector = self._rebuild(model)  # the order, recorded again
@@ -577,12 +578,27 @@ class GradFlowEngine:
             )
         return self._collector
 
-    def _has_new_parameters(self, params: Sequence[torch.nn.Parameter]) -> bool:
-        known = self._collector.layer_of
-        return any(
-            p.grad is not None and id(p) not in known and id(p) not in self._unmonitored
-            for p in params
-        )
+    def _parameters_of(
+        self, optimizer: torch.optim.Optimizer, index: int, collector: GradientCollector
+    ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The optimizer's parameters, and those neither monitored nor known to be outside the
+        model; worked out again only when its parameter lists or the collector change."""
+        lists = [group["params"] for group in optimizer.param_groups]
+        cached = self._parameters.get(index)
+        if (
+            cached is not None
+            and cached[0] is optimizer
+            and cached[1] is collector
+            and len(cached[2]) == len(lists)
+            and all(a is b and len(a) == n for (a, n), b in zip(cached[2], lists, strict=True))
+        ):
+            return cached[3], cached[4]
+        params = [p for group in lists for p in group]
+        known = collector.layer_of
+        unclassified = [p for p in params if id(p) not in known and id(p) not in self._unmonitored]
+        sizes = [(group, len(group)) for group in lists]
+        self._parameters[index] = (optimizer, collector, sizes, params, unclassified)
+        return params, unclassified
 
     def _regroup(self, model: nn.Module, params: Sequence[Any], step: int) -> GradientCollector:
         """Parameters appeared mid-fit (a grown model, a re-created optimizer): regroup.

@@ -57,9 +57,15 @@ class GradFlowMonitor(GradFlowHooks, Callback):
         plot_every_n_steps: gradient-flow picture interval, as above.
         granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
             element of the outermost ``ModuleList``/``Sequential``, for very deep models).
-        log_weight_norms: log per-layer weight norms on logged steps.
-        log_update_ratios: log per-layer update-to-weight ratios on logged steps (keeps a copy
-            of the parameters for the duration of those steps).
+        log_weight_norms: log per-layer weight norms on logged steps (computed every step
+            anyway, in the gradients' batched norm, for the ``exploding`` update check).
+        log_update_ratios: log per-layer update-to-weight ratios on logged steps. Memory: a
+            copy of every parameter (in its dtype) is held from the capture until the
+            optimizer has stepped, so a logged step's peak grows by the parameters' size (the
+            difference is taken in place in that copy); ``False`` avoids it. Writing them and
+            the weight norms costs ~2.5 ms per logged step for ~230 scalars to TensorBoard and
+            W&B together (0.05 ms a step at the default 50), so both stay at the gradients'
+            rate.
         linear_histogram_bins: also log a histogram of raw gradient values with this many bins.
         histogram_bins: the log10 bins (default 1e-12 … 1e4, four per decade).
         sharded: plain parameters are FSDP1 shards: sum squared norms and histogram counts

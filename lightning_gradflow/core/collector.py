@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,7 +38,7 @@ from lightning_gradflow.core.histograms import (
     max_magnitude,
 )
 from lightning_gradflow.core.layers import Layer
-from lightning_gradflow.core.norms import all_reduce, squared_norms_by_layer
+from lightning_gradflow.core.norms import LayerNormPlan, all_reduce, squared_norms_by_layer
 from lightning_gradflow.core.sharding import has_dtensor, rank_contribution
 from lightning_gradflow.core.transfer import copy_to_host
 from lightning_gradflow.core.validation import check_count
@@ -93,6 +94,19 @@ class _Pending:
     snapshot: tuple[list[Tensor], list[Tensor], list[int]] | None = None
 
 
+@dataclass
+class _Layout:
+    """What :meth:`GradientCollector.capture` works out once per set of parameters with a
+    gradient: which layers have one, the layer indices, the element counts, the norm plan."""
+
+    has_grad: np.ndarray
+    grad_index: list[int]
+    weight_index: list[int]
+    device: torch.device
+    counts: Tensor
+    plan: LayerNormPlan | None
+
+
 class GradientCollector:
     """Computes per-layer statistics on the device each step; copies them to the host on flush.
 
@@ -126,6 +140,9 @@ class GradientCollector:
         self._count_cache: dict[tuple, Tensor] = {}
         self._loss: Tensor | None = None
         self._pending: list[_Pending] = []
+        self._params: object = None
+        self._known: list[nn.Parameter] = []
+        self._layouts: dict[tuple[bool, ...] | None, _Layout] = {}
 
     @property
     def num_layers(self) -> int:
@@ -153,10 +170,10 @@ class GradientCollector:
         if not self._pending:
             return True
         tensors = self._pending[-1].tensors
-        values = [tensors["grad_sq"].sum()]
+        total = tensors["grad_sq"].sum()  # squares: non-finite if any of them is
         if "loss" in tensors:
-            values.append(tensors["loss"].sum())
-        return bool(torch.isfinite(torch.stack(values)).all())
+            total = total + tensors["loss"].sum()  # non-finite if the loss is
+        return math.isfinite(total.item())
 
     def capture(
         self,
@@ -169,54 +186,101 @@ class GradientCollector:
     ) -> None:
         """Record the gradients of ``params`` for optimizer step ``step`` (on device, no sync).
 
+        What does not change between steps (which parameters are monitored, their layer index
+        on the device, the element counts) is worked out once per parameter list: passing the
+        same (unchanged) list object every step keeps the per-step work to one batched norm.
+
         Args:
             step: the optimizer step these gradients will be applied at.
             params: the parameters the optimizer is about to update.
             optimizer_index: which optimizer.
             weights: also report per-layer weight norms (their root-mean-square values are
-                computed on every step, one batched norm over the parameters).
+                computed on every step, in the same batched norm as the gradients').
             histograms: also compute per-layer histograms.
             snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
                 the update-to-weight ratio.
         """
-        known = [p for p in params if id(p) in self.layer_of]
-        with_grad = [p for p in known if p.grad is not None]
-        index = self._indices(with_grad)
-        has_grad = np.zeros(self.num_layers, dtype=bool)
-        has_grad[index] = True
-        pending = _Pending(step, optimizer_index, has_grad, weights)
-        device = self._device(known)
-        grads = self._local([p.grad for p in with_grad])
-        weights_local = self._local([p.detach() for p in known])
-        weight_index = self._indices(known)
-        to_reduce = {
-            "grad_sq": squared_norms_by_layer(
-                grads, index, self.num_layers, device, self._index_cache
-            ),
-            "weight_sq": squared_norms_by_layer(
-                weights_local, weight_index, self.num_layers, device, self._index_cache
-            ),
-            "weight_count": self._counts(weights_local, weight_index, device),
-        }
-        if histograms:
-            to_reduce["log_hist"] = self._log_histograms(grads, index, device)
-            if self.linear_bins:
-                counts, pending.tensors["lin_max"] = self._linear_histograms(grads, index, device)
-                to_reduce["lin_hist"] = counts
-        if self._reduced:
-            self._all_reduce(to_reduce)
-        pending.tensors.update(to_reduce)
-        loss = self._loss
-        self._loss = None
-        if loss is not None:
-            pending.tensors["loss"] = loss.to(device).reshape(1)
-        if snapshot and known:
-            pending.snapshot = (
-                weights_local,
-                torch._foreach_mul(weights_local, 1.0),
-                weight_index,
-            )
+        if params is not self._params:
+            self._params = params if isinstance(params, list) else list(params)
+            self._known = [p for p in self._params if id(p) in self.layer_of]
+            self._layouts = {}
+        known = self._known
+        grads = [p.grad for p in known]
+        present = [g for g in grads if g is not None]
+        key = None if len(present) == len(grads) else tuple(g is not None for g in grads)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = self._layout(known, present, grads)
+        pending = _Pending(step, optimizer_index, layout.has_grad.copy(), weights)
+        with torch.no_grad():
+            to_reduce = self._norms(layout, present, known)
+            grads_local = self._local(present)
+            if histograms:
+                to_reduce["log_hist"] = self._log_histograms(
+                    grads_local, layout.grad_index, layout.device
+                )
+                if self.linear_bins:
+                    counts, pending.tensors["lin_max"] = self._linear_histograms(
+                        grads_local, layout.grad_index, layout.device
+                    )
+                    to_reduce["lin_hist"] = counts
+            if self._reduced:
+                self._all_reduce(to_reduce)
+            pending.tensors.update(to_reduce)
+            loss = self._loss
+            self._loss = None
+            if loss is not None:
+                pending.tensors["loss"] = loss.to(layout.device).reshape(1)
+            if snapshot and known:
+                weights_local = self._local(known)
+                pending.snapshot = (
+                    weights_local,
+                    torch._foreach_mul(weights_local, 1.0),
+                    layout.weight_index,
+                )
         self._pending.append(pending)
+
+    def _layout(
+        self, known: list[nn.Parameter], present: list[Tensor], grads: list[Tensor | None]
+    ) -> _Layout:
+        grad_index = [
+            self.layer_of[id(p)] for p, g in zip(known, grads, strict=True) if g is not None
+        ]
+        weight_index = self._indices(known)
+        has_grad = np.zeros(self.num_layers, dtype=bool)
+        has_grad[grad_index] = True
+        device = self._device(known)
+        plan = None
+        if not self._reduced and known:  # one batched norm over the gradients and the weights
+            shifted = [i + self.num_layers for i in weight_index]
+            plan = LayerNormPlan(
+                [*present, *known], [*grad_index, *shifted], 2 * self.num_layers, device
+            )
+        counts = self._counts(self._local(known), weight_index, device)
+        return _Layout(has_grad, grad_index, weight_index, device, counts, plan)
+
+    def _norms(
+        self, layout: _Layout, present: list[Tensor], known: list[nn.Parameter]
+    ) -> dict[str, Tensor]:
+        """Per-layer squared gradient and weight norms and element counts, on the device."""
+        if layout.plan is not None:
+            try:
+                both = layout.plan([*present, *known])
+            except NotImplementedError:  # a sparse gradient: the general path from now on
+                layout.plan = None
+            else:
+                num = self.num_layers
+                return {
+                    "grad_sq": both[:num],
+                    "weight_sq": both[num:],
+                    "weight_count": layout.counts,
+                }
+        args = (self.num_layers, layout.device, self._index_cache)
+        return {
+            "grad_sq": squared_norms_by_layer(self._local(present), layout.grad_index, *args),
+            "weight_sq": squared_norms_by_layer(self._local(known), layout.weight_index, *args),
+            "weight_count": layout.counts,
+        }
 
     def after_optimizer_step(self) -> None:
         """Turn the parameter snapshot of the last captured step into update norms."""
@@ -226,10 +290,11 @@ class GradientCollector:
         current, before, index = pending.snapshot
         pending.snapshot = None
         device = self._device(current)
-        torch._foreach_sub_(before, current)
-        update_sq = squared_norms_by_layer(
-            before, index, self.num_layers, device, self._index_cache
-        )
+        with torch.no_grad():
+            torch._foreach_sub_(before, current)
+            update_sq = squared_norms_by_layer(
+                before, index, self.num_layers, device, self._index_cache
+            )
         pending.tensors["update_sq"] = self._all_reduce_one(update_sq)
 
     def flush(self, all_ranks: bool = True) -> list[StepRecord]:

@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -94,6 +95,71 @@ def squared_norms_by_layer(
     if out is None:
         out = torch.zeros(num_layers, dtype=torch.float64, device=device)
     return out
+
+
+class LayerNormPlan:
+    """:func:`squared_norms_by_layer` for a fixed layout of dense tensors, worked out once.
+
+    The grouping by device and dtype and the layer index on each device are settled at
+    construction, so a call is one ``_foreach_norm``, ``stack`` and ``index_add_`` per group,
+    with no Python loop over the tensors. Call it with tensors of the same devices and dtypes
+    in the same order (gradients keep their parameter's); a sparse one raises
+    ``NotImplementedError`` (use :func:`squared_norms_by_layer` then).
+
+    Args:
+        tensors: tensors of the layout (only their device and dtype are read).
+        layer_index: the layer each tensor belongs to.
+        num_layers: size of the result.
+        device: where the result lives.
+
+    Example:
+        >>> import torch
+        >>> plan = LayerNormPlan([torch.ones(4), torch.ones(9)], [0, 1], 2, torch.device("cpu"))
+        >>> plan([torch.ones(4), torch.full((9,), 2.0)]).tolist()
+        [4.0, 36.0]
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        layer_index: Sequence[int],
+        num_layers: int,
+        device: torch.device,
+    ) -> None:
+        if len(tensors) != len(layer_index):
+            raise ValueError(f"{len(tensors)} tensors but {len(layer_index)} layer indices")
+        positions: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, tensor in enumerate(tensors):
+            positions.setdefault((tensor.device, tensor.dtype), []).append(i)
+        self.num_layers = num_layers
+        self.device = device
+        self._groups: list[tuple[Callable[[Sequence[Tensor]], Sequence[Tensor]], Tensor, Any]] = []
+        for (tensor_device, dtype), where in positions.items():
+            select = _identity if len(where) == len(tensors) else _picker(where)
+            index = torch.tensor([layer_index[i] for i in where], device=tensor_device)
+            self._groups.append((select, index, _NORM_DTYPE.get(dtype)))
+
+    def __call__(self, tensors: Sequence[Tensor]) -> Tensor:
+        """Per-layer sums of squared norms of ``tensors`` (float64, ``(num_layers,)``)."""
+        out: Tensor | None = None
+        for select, index, norm_dtype in self._groups:
+            norms = torch._foreach_norm(select(tensors), 2, dtype=norm_dtype)
+            squares = torch.stack(norms).double().square_()
+            partial = torch.zeros(self.num_layers, dtype=torch.float64, device=index.device)
+            partial = partial.index_add_(0, index, squares).to(self.device, non_blocking=True)
+            out = partial if out is None else out + partial
+        if out is None:
+            out = torch.zeros(self.num_layers, dtype=torch.float64, device=self.device)
+        return out
+
+
+def _identity(tensors: Sequence[Tensor]) -> Sequence[Tensor]:
+    return tensors
+
+
+def _picker(where: list[int]) -> Callable[[Sequence[Tensor]], Sequence[Tensor]]:
+    get = itemgetter(*where)
+    return (lambda tensors: (get(tensors),)) if len(where) == 1 else get
 
 
 def all_reduce(

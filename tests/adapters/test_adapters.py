@@ -11,10 +11,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from lightning_gradflow.core.sinks import GradFlowWarning
 from lightning_gradflow.fabric import FabricGradFlow
 from lightning_gradflow.loop import GradFlow
 from tests.callbacks.test_run_lifecycle import nan_loader
-from tests.helpers.lightning_models import mlp
+from tests.helpers.lightning_models import KeepRecords, mlp
 
 NAN_STEP = 3
 STEPS = 6
@@ -225,3 +226,31 @@ def test_plain_loop_resume_continues_the_streak_and_counts(tmp_path):
     assert [(a.kind, a.step) for a in resumed.alerts] == [(a.kind, a.step) for a in whole.alerts]
     assert resumed.engine.alert_counts == whole.engine.alert_counts == {"nonfinite": 5}
     assert resumed.gradient_summary()["nonfinite_grad_steps"] == 5
+
+
+def test_parameters_reaching_the_optimizer_late_are_seen(tmp_path):
+    """The optimizer's parameter lists are cached between steps, yet a group added mid-run
+    and a parameter outside the model that only later gets a gradient are both noticed."""
+    model = nn.Module()
+    model.net = _net()
+    model.head = nn.Linear(1, 1)
+    outside = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([*model.net.parameters(), outside], lr=0.01)
+    kept = KeepRecords()
+    monitor = GradFlow(model, log_dir=str(tmp_path), sinks=[kept], log_every_n_steps=1)
+    with pytest.warns(GradFlowWarning) as caught:
+        for step in range(6):
+            if step == 2:
+                optimizer.add_param_group({"params": list(model.head.parameters())})
+            loss = model.head(model.net(torch.randn(8, 8))).square().mean()
+            if step >= 4:
+                loss = loss + outside.sum()
+            loss.backward()
+            monitor.step(optimizer, loss)
+            optimizer.zero_grad()
+    monitor.close()
+    head = [r.has_grad[-1] for r in kept.records]
+    assert [layer.name for layer in monitor.engine.layers][-1] == "head"
+    assert head == [False, False, True, True, True, True]
+    [message] = [str(w.message) for w in caught]
+    assert "new parameters at step 4" in message and "not part of the model" in message

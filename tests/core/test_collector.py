@@ -190,3 +190,21 @@ def test_sharded_statistics_equal_the_whole_models(layout):
         counts, maxima = record.linear_histograms
         np.testing.assert_array_equal(counts, expected.linear_histograms[0])
         np.testing.assert_array_equal(maxima, expected.linear_histograms[1])
+
+
+def test_a_step_reads_gradients_and_weights_in_one_batched_norm():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    params = list(model.parameters())
+    collector.capture(0, params)
+    with OpRecorder() as rec:
+        collector.capture(1, params)  # the same list: the layout is known
+    assert rec.ops.count("_foreach_norm") == 1
+    model[2].bias.grad = None  # another set of parameters with a gradient: planned afresh
+    collector.capture(2, params, weights=True)
+    first, second, third = collector.flush()
+    np.testing.assert_array_equal(second.layer_norms, first.layer_norms)
+    assert third.has_grad.tolist() == [True, True, True]
+    weight = model[2].weight.grad
+    assert third.layer_norms[1] == pytest.approx(torch.linalg.vector_norm(weight).item())
+    assert third.weight_norms[1] == pytest.approx(second.weight_rms[1] * math.sqrt(3 * 7 + 3))
