@@ -63,8 +63,10 @@ def test_scalars_histograms_and_picture_reach_wandb(wandb_run):
             assert hist["bins"] == pytest.approx(edges)
             assert sum(hist["values"]) == layer.numel
 
-    picture_rows = [r for r in rows if images(r)]
+    picture_rows = [r for r in rows if "grad_flow/picture" in images(r)]
     assert [r["trainer/global_step"] for r in picture_rows] == [0, 4, 6]  # 6: the last step
+    heatmap_rows = [r for r in rows if "grad_flow/heatmap" in images(r)]
+    assert [r["trainer/global_step"] for r in heatmap_rows] == [0, 4, 6]
     image = images(picture_rows[0])["grad_flow/picture"]
     assert image["format"] == "png" and image["width"] >= 600
     assert (run_files_dir(find_wandb_file(root)) / image["path"]).is_file()
