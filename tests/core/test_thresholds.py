@@ -277,3 +277,55 @@ def test_loss_spike_median_is_over_the_last_fifty_losses():
     losses = [100.0] * 70 + [1.0] * 60 + [50.0] * 3
     records = [rec(s, loss=loss) for s, loss in enumerate(losses)]
     assert steps(alerts_of(records), "loss_spike") == [132]
+
+
+def test_a_measured_update_stays_judged_across_a_resume():
+    """Saved right after a measured step that rewrote l1: the next (unmeasured) step shows the
+    jump of the weights' RMS, but that update was judged already, resumed or not."""
+    records = [
+        StepRecord(0, 0, np.ones(4), np.ones(4, bool), 2.0, 1.0, weight_rms=np.full(4, 0.1),
+                   update_ratios=np.array([1e-3, 50.0, 1e-3, 1e-3])),
+        rec(1, rms=[0.1, 5.0, 0.1, 0.1]),
+        rec(2, rms=[0.1, 5.0, 0.1, 0.1]),
+    ]  # fmt: skip
+    kept = GradientDetectors(DetectorConfig())
+    assert steps(alerts_of(records[:1], detectors=kept), "exploding", "update") == [0]
+    restored = GradientDetectors(DetectorConfig())
+    restored.load_state_dict(json.loads(json.dumps(kept.state_dict())))
+    assert alerts_of(records[1:], detectors=restored) == alerts_of(records[1:], detectors=kept)
+    assert steps(alerts_of(records[1:], detectors=restored), "exploding") == []
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_a_checkpoint_saved_before_the_dead_and_update_variants_resumes(layers):
+    """Checkpoints from before ``vanishing``/dead and ``exploding``/update kept only the depth
+    and floor streaks and the norm history: they load, the streaks they hold carry on, and the
+    new variants start counting afresh."""
+    names = [f"l{i}" for i in range(layers)]
+    ctx = StepContext(names, epoch=0)
+    profile = VANISHING if layers == 4 else (1e-6,)
+    records = [rec(s, norms=profile, rms=[0.1] * layers) for s in range(12)]
+    kept = GradientDetectors(DetectorConfig())
+    alerts_of(records[:5], ctx, kept)
+    state = json.loads(json.dumps(kept.state_dict()))
+    old = {
+        "vanishing": {k: state["vanishing"][k] for k in ("depth_streak", "floor_streak")},
+        "exploding": {k: state["exploding"][k] for k in ("totals", "seen", "depth_streak")},
+    }
+    restored = GradientDetectors(DetectorConfig())
+    restored.load_state_dict(old)
+    expected = alerts_of(records[5:], ctx, kept)
+    assert alerts_of(records[5:], ctx, restored) == expected
+    assert steps(expected, "vanishing", "depth") == ([9, 10, 11] if layers == 4 else [])
+
+
+def test_every_exploding_variant_carries_the_epoch():
+    ctx = StepContext(NAMES, epoch=7)
+    spike = [rec(s, total=50.0 if s == 30 else 1.0) for s in range(31)]
+    depth = [rec(s, norms=EXPLODING) for s in range(10)]
+    growth = [rec(s, total=1.2**s) for s in range(50)]
+    update = [rec(0, rms=[0.1] * 4), rec(1, rms=[0.1, 5.0, 0.1, 0.1])]
+    for records, variant in ((spike, "spike"), (depth, "depth"), (growth, "growth"),
+                             (update, "update")):  # fmt: skip
+        found = [a for a in alerts_of(records, ctx) if a.details["variant"] == variant]
+        assert found and {a.epoch for a in found} == {7}, variant

@@ -124,4 +124,4 @@ class StalledLayerDetector(GradientDetector):
         return {"streaks": self._streaks.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._streaks = np.asarray(state.get("streaks", []), dtype=np.int64)
+        self._streaks = np.asarray(state["streaks"], dtype=np.int64)  # pragma: no mutate (ints)
