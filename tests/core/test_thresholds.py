@@ -329,3 +329,15 @@ def test_every_exploding_variant_carries_the_epoch():
                              (update, "update")):  # fmt: skip
         found = [a for a in alerts_of(records, ctx) if a.details["variant"] == variant]
         assert found and {a.epoch for a in found} == {7}, variant
+
+
+@pytest.mark.parametrize(("dead", "more"), [(5, ""), (6, " (+1 more)"), (7, " (+2 more)")])
+def test_a_message_lists_five_layers_then_counts_the_rest(dead, more):
+    names = [f"l{i}" for i in range(8)]
+    norms = lambda s: [0.0 if i < dead and s >= 1 else 1.0 for i in range(8)]  # noqa: E731
+    alerts = alerts_of([rec(s, norms=norms(s)) for s in range(11)], StepContext(names, epoch=0))
+    [alert] = [a for a in alerts if a.details["variant"] == "dead"]
+    assert alert.message == (
+        f"dead layer: the gradient of {dead} layer(s) is exactly zero for 10+ steps after it "
+        f"was not: l0, l1, l2, l3, l4{more}"
+    )
