@@ -341,3 +341,55 @@ def test_a_message_lists_five_layers_then_counts_the_rest(dead, more):
         f"dead layer: the gradient of {dead} layer(s) is exactly zero for 10+ steps after it "
         f"was not: l0, l1, l2, l3, l4{more}"
     )
+
+
+# --- severity: critical from the square of the threshold on ------------------------------------
+
+
+def _severity(records, kind, variant=None):
+    found = [
+        a
+        for a in alerts_of(records)
+        if a.kind == kind and (variant is None or a.details["variant"] == variant)
+    ]
+    return found[0].severity
+
+
+@pytest.mark.parametrize(
+    ("total", "severity"), [(99.9, "warning"), (100.0, "warning"), (100.1, "critical")]
+)
+def test_a_spike_is_critical_above_a_hundred_times_the_median(total, severity):
+    records = [rec(s, total=total if s == 30 else 1.0) for s in range(31)]
+    assert _severity(records, "exploding", "spike") == severity
+
+
+@pytest.mark.parametrize(
+    ("first", "severity"), [(0.99e6, "warning"), (1e6, "warning"), (1.01e6, "critical")]
+)
+def test_growth_with_depth_is_critical_above_a_million(first, severity):
+    records = [rec(s, norms=(first, 1e4, 1e2, 1.0)) for s in range(10)]
+    assert _severity(records, "exploding", "depth") == severity
+
+
+@pytest.mark.parametrize(("ratio", "severity"), [(99.9, "warning"), (100.0, "critical")])
+def test_an_update_is_critical_from_a_hundred_times_the_weights(ratio, severity):
+    ratios = np.array([1e-3, ratio, 1e-3, 1e-3])
+    records = [StepRecord(0, 0, np.ones(4), np.ones(4, bool), 2.0, 1.0,
+                          weight_rms=np.full(4, 0.1), update_ratios=ratios)]  # fmt: skip
+    assert _severity(records, "exploding", "update") == severity
+
+
+@pytest.mark.parametrize(
+    ("first", "severity"), [(1.01e-6, "warning"), (1e-6, "warning"), (0.99e-6, "critical")]
+)
+def test_vanishing_is_critical_below_a_millionth(first, severity):
+    records = [rec(s, norms=(first, 1e-4, 1e-2, 1.0)) for s in range(10)]
+    assert _severity(records, "vanishing", "depth") == severity
+
+
+@pytest.mark.parametrize(
+    ("loss", "severity"), [(99.9, "warning"), (100.0, "warning"), (100.1, "critical")]
+)
+def test_a_loss_spike_is_critical_above_a_hundred_times_the_median(loss, severity):
+    records = [rec(s, loss=loss if s >= 30 else 1.0) for s in range(33)]
+    assert _severity(records, "loss_spike") == severity

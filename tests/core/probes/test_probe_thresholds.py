@@ -136,3 +136,14 @@ def test_every_streak_survives_a_resume(stats):
     expected = kept.update(2, 0, stats)
     assert expected and restored.update(2, 0, stats) == expected
     assert ProbeDetectors(ProbeConfig()).update(2, 0, stats) == []
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [relu(0.9), saturation(0.9), attention([0.01] * 4), blocks([1.2]), blocks([16.0, 8, 4, 2])],
+    ids=["dead_relu", "saturation", "attention", "rank_collapsed", "rank_depth"],
+)
+def test_every_probe_alert_carries_the_step_and_epoch_it_was_seen_at(stats):
+    detectors = ProbeDetectors(ProbeConfig(patience=1))
+    alerts = detectors.update(7, 3, stats)
+    assert alerts and {(a.step, a.epoch) for a in alerts} == {(7, 3)}
