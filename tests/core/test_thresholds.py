@@ -393,3 +393,12 @@ def test_vanishing_is_critical_below_a_millionth(first, severity):
 def test_a_loss_spike_is_critical_above_a_hundred_times_the_median(loss, severity):
     records = [rec(s, loss=loss if s >= 30 else 1.0) for s in range(33)]
     assert _severity(records, "loss_spike") == severity
+
+
+def test_a_finite_step_under_amp_starts_the_count_of_ten_again():
+    ctx = StepContext(NAMES, amp_scaler=True)
+    bad = [rec(s, norms=[np.inf] * 4) for s in range(5)]
+    good = [rec(5)]
+    again = [rec(s, norms=[np.inf] * 4) for s in range(6, 20)]
+    found = steps(alerts_of(bad + good + again, ctx), "nonfinite")
+    assert found[0] == 15  # steps 6..15 are the ten consecutive bad steps
