@@ -402,3 +402,21 @@ def test_a_finite_step_under_amp_starts_the_count_of_ten_again():
     again = [rec(s, norms=[np.inf] * 4) for s in range(6, 20)]
     found = steps(alerts_of(bad + good + again, ctx), "nonfinite")
     assert found[0] == 15  # steps 6..15 are the ten consecutive bad steps
+
+
+@pytest.mark.parametrize(
+    ("weights", "origin"),
+    [
+        ([1.0, np.inf, 1.0, np.nan], "; weights already non-finite in l1, l3"),
+        ([1.0, 1.0, 1.0, 1.0], ""),
+    ],
+)
+def test_a_nonfinite_loss_names_the_weights_already_corrupt(weights, origin):
+    record = StepRecord(3, 0, np.full(4, np.nan), np.ones(4, bool), float("nan"), float("nan"),
+                        weight_norms=np.array(weights))  # fmt: skip
+    [alert] = alerts_of([record])
+    assert alert.message == (
+        "NaN/Inf gradient in 4 layer(s): l0, l1, l2, l3 (loss = nan); likely origin: the forward "
+        f"pass (the loss itself is non-finite){origin}"
+    )
+    assert alert.details == {"variant": "nonfinite", "origin": None, "loss_nonfinite": True}
