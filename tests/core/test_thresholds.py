@@ -420,3 +420,25 @@ def test_a_nonfinite_loss_names_the_weights_already_corrupt(weights, origin):
         f"pass (the loss itself is non-finite){origin}"
     )
     assert alert.details == {"variant": "nonfinite", "origin": None, "loss_nonfinite": True}
+
+
+def test_nonfinite_messages():
+    ctx = StepContext(NAMES, epoch=2)
+    [grad] = alerts_of([rec(0, norms=[1.0, np.nan, np.inf, 1.0])], ctx)
+    assert grad.message == (
+        "NaN/Inf gradient in 2 layer(s): l1, l2 (loss finite); likely origin: l2 (the output-most "
+        "affected layer)"
+    )
+    assert (grad.severity, grad.epoch, grad.layers, grad.value) == ("critical", 2, ("l1", "l2"), 2)
+    assert grad.details == {"variant": "nonfinite", "origin": "l2", "loss_nonfinite": False}
+    [loss] = alerts_of([rec(0, loss=float("inf"))], ctx)
+    assert loss.message == (
+        "NaN/Inf gradient in no gradient (loss = inf); likely origin: the forward pass (the loss "
+        "itself is non-finite)"
+    )
+    amp = StepContext(NAMES, epoch=2, amp_scaler=True)
+    alerts = alerts_of([rec(s, norms=[np.nan] * 4) for s in range(10)], amp)
+    assert alerts[0].message == (
+        "NaN/Inf gradient in 4 layer(s): l0, l1, l2, l3 (loss finite) on 10 consecutive steps "
+        "under AMP; likely origin: l3 (the output-most affected layer)"
+    )
