@@ -442,3 +442,28 @@ def test_nonfinite_messages():
         "NaN/Inf gradient in 4 layer(s): l0, l1, l2, l3 (loss finite) on 10 consecutive steps "
         "under AMP; likely origin: l3 (the output-most affected layer)"
     )
+
+
+def test_a_spike_names_the_three_largest_layers():
+    records = [rec(s, norms=(0.5, 0.5, 0.5, 0.5)) for s in range(30)]
+    records.append(rec(30, norms=(1.0, 40.0, 3.0, 20.0)))  # total 44.8, 44.8x the median 1
+    [alert] = [a for a in alerts_of(records, CTX) if a.kind == "exploding"]
+    assert alert.layers == ("l1", "l3", "l2") and alert.threshold == 10.0
+    assert alert.message == (
+        "spike: global gradient norm 44.8 is 45x its median 1 over the last 30 steps "
+        "(largest in l1, l3, l2)"
+    )
+    assert alert.details == {
+        "variant": "spike",
+        "total_norm": pytest.approx(44.83, abs=0.01),
+        "median": 1.0,
+    }
+
+
+def test_growth_with_depth_names_the_layers_a_thousand_times_the_smallest():
+    [alert] = alerts_of([rec(s, norms=(1e4, 1e3, 1.0, 0.1)) for s in range(10)])
+    assert alert.layers == ("l0", "l1") and alert.value == pytest.approx(1e5)
+    assert alert.message == (
+        "growth with depth: gradient norm grows from 0.1 at l3 to 1e+04 at l0 "
+        "(ratio 1.0e+05 > 1000; γ = 63.1 per layer) for 10+ steps"
+    )
