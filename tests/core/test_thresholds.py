@@ -467,3 +467,37 @@ def test_growth_with_depth_names_the_layers_a_thousand_times_the_smallest():
         "growth with depth: gradient norm grows from 0.1 at l3 to 1e+04 at l0 "
         "(ratio 1.0e+05 > 1000; γ = 63.1 per layer) for 10+ steps"
     )
+
+
+@pytest.mark.parametrize(("loss", "fires"), [(20.0, False), (20.1, True)])
+def test_loss_spike_at_ten_times_a_median_of_two(loss, fires):
+    records = [rec(s, loss=loss if s >= 30 else 2.0) for s in range(33)]
+    assert steps(alerts_of(records), "loss_spike") == ([32] if fires else [])
+
+
+@pytest.mark.parametrize(("loss", "fires"), [(13.3, False), (13.4, True)])
+def test_around_zero_the_spread_sets_the_scale(loss, fires):
+    """Losses -1, 1, -1, ...: median 0, MAD 1, so the scale is 1.4826 and a spike is a loss more
+    than 9 x 1.4826 = 13.34 above the median."""
+    records = [rec(s, loss=loss if s >= 30 else (-1.0) ** s) for s in range(33)]
+    assert steps(alerts_of(records), "loss_spike") == ([32] if fires else [])
+
+
+def test_a_loss_that_never_moved_has_no_scale_to_spike_against():
+    records = [rec(s, loss=1e-3 if s >= 30 else 0.0) for s in range(40)]
+    assert steps(alerts_of(records), "loss_spike") == []
+
+
+def test_a_nonfinite_loss_neither_counts_nor_breaks_a_spike():
+    losses = {30: 50.0, 31: 50.0, 32: float("nan"), 33: 50.0}
+    records = [rec(s, loss=losses.get(s, 1.0)) for s in range(34)]
+    assert steps(alerts_of(records), "loss_spike") == [33]
+
+
+@pytest.mark.parametrize(("spiking_from", "first"), [(2, None), (3, 5)])
+def test_the_loss_median_needs_three_losses_whatever_min_history(spiking_from, first):
+    """min_history=1: losses 1, 1, 1 then 50s; judged from the fourth loss on."""
+    detectors = GradientDetectors(DetectorConfig(min_history=1))
+    records = [rec(s, loss=50.0 if s >= spiking_from else 1.0) for s in range(6)]
+    found = steps(alerts_of(records, detectors=detectors), "loss_spike")
+    assert (found[0] if found else None) == first
