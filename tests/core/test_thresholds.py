@@ -501,3 +501,11 @@ def test_the_loss_median_needs_three_losses_whatever_min_history(spiking_from, f
     records = [rec(s, loss=50.0 if s >= spiking_from else 1.0) for s in range(6)]
     found = steps(alerts_of(records, detectors=detectors), "loss_spike")
     assert (found[0] if found else None) == first
+
+
+def test_a_loss_spike_alert_reports_the_loss_its_median_and_their_ratio():
+    records = [rec(s, loss=50.0 if s >= 30 else 2.0) for s in range(33)]
+    [alert] = alerts_of(records, StepContext(NAMES, epoch=4))
+    assert (alert.value, alert.threshold, alert.epoch, alert.layers) == (25.0, 10.0, 4, ())
+    assert alert.details == {"variant": "loss_spike", "loss": 50.0, "median": 2.0}
+    assert alert.message == "training loss 50 is 25x its recent median 2 for 3 consecutive steps"
