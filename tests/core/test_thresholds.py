@@ -509,3 +509,11 @@ def test_a_loss_spike_alert_reports_the_loss_its_median_and_their_ratio():
     assert (alert.value, alert.threshold, alert.epoch, alert.layers) == (25.0, 10.0, 4, ())
     assert alert.details == {"variant": "loss_spike", "loss": 50.0, "median": 2.0}
     assert alert.message == "training loss 50 is 25x its recent median 2 for 3 consecutive steps"
+
+
+def test_nonfinite_comes_first_among_one_steps_alerts():
+    ratios = np.array([1e-3, 50.0, 1e-3, 1e-3])  # l1 rewritten by its update: exploding
+    norms = np.array([np.nan, 1.0, 1.0, 1.0])
+    record = StepRecord(0, 0, norms, np.ones(4, bool), float("nan"), 1.0,
+                        weight_rms=np.full(4, 0.1), update_ratios=ratios)  # fmt: skip
+    assert [a.kind for a in alerts_of([record])] == ["nonfinite", "exploding"]
