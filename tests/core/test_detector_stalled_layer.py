@@ -12,7 +12,7 @@ from lightning_gradflow.core.collector import StepRecord
 from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
 from lightning_gradflow.loop import GradFlow
 
-NAMES = ["l0", "l1", "l2"]
+NAMES = ["l0", "l1", "l2", "l3"]
 CTX = StepContext(layer_names=NAMES, epoch=0)
 
 
@@ -263,3 +263,17 @@ def test_zero_weights_and_gradients_raise_no_numpy_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _stalled_steps(records) == []
+
+
+def test_the_message_names_the_layer_furthest_below_its_own_mover():
+    """l0 is compared with l2 only (l3's gradient is 100x l0's), l1 with l3 as well:
+    l1 sits 2e-8 below its mover l3, l0 5e-8 below l2, so l1 is the one named."""
+    records = [
+        _record(s, [5e-11, 2e-9, 1e-3, 1e-1], norms=(1.0, 10.0, 10.0, 100.0),
+                weights=(10.0,) * 4)
+        for s in range(5)
+    ]  # fmt: skip
+    [alert] = _feed(records)
+    assert alert.layers == ("l0", "l1") and alert.value == pytest.approx(2e-8)
+    assert alert.details["reference_layer"] == "l3" and alert.details["reference_ratio"] == 0.1
+    assert "= 2e-09 at l1, while l3 moves by 0.1" in alert.message
