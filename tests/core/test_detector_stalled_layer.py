@@ -277,3 +277,4 @@ def test_the_message_names_the_layer_furthest_below_its_own_mover():
     assert alert.layers == ("l0", "l1") and alert.value == pytest.approx(2e-8)
     assert alert.details["reference_layer"] == "l3" and alert.details["reference_ratio"] == 0.1
     assert "= 2e-09 at l1, while l3 moves by 0.1" in alert.message
+    assert alert.details["update_ratios"] == {"l0": 5e-11, "l1": 2e-9} and alert.epoch == 0
