@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("WANDB_CONSOLE", "off")
 os.environ.setdefault("PL_DISABLE_FORK", "1")
-torch.set_num_threads(2)
+# Under mutmut (pytest runs inside its fork server) one thread: a forked child that inherits
+# libgomp's thread pool waits forever at its first parallel operation (MKL's vectorised sin).
+torch.set_num_threads(1 if "mutmut" in sys.modules else 2)
 
 
 @pytest.fixture(autouse=True)

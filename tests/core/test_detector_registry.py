@@ -1,6 +1,7 @@
 """Every list of alert kinds is read from the registered detector classes: a detector defined
 here (one class and its config fields) is known everywhere, and gone again afterwards."""
 
+import importlib
 import warnings
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ FIRST_KINDS = (  # the kinds before the registry: their order is kept
 def test_the_kind_lists_are_the_registered_classes():
     from lightning_gradflow.core.detectors import GRADIENT_KINDS
     from lightning_gradflow.core.probes import PROBE_ALERT_KINDS
+    from lightning_gradflow.core.probes.detectors import PROBE_ALERT_KINDS as FROM_DETECTORS
 
     kinds = lightning_gradflow.ALERT_KINDS
     assert kinds == alert_kinds() == GRADIENT_KINDS + PROBE_ALERT_KINDS
@@ -50,7 +52,7 @@ def test_the_kind_lists_are_the_registered_classes():
     assert lightning_gradflow.AlertKind is lightning_gradflow.AlertKind  # built once
     assert GradFlowEngine().detector_kinds == list(kinds)
     assert [d.kind for d in GradientDetectors().detectors] == list(GRADIENT_KINDS)
-    assert ProbeDetectors().kinds == PROBE_ALERT_KINDS
+    assert ProbeDetectors().kinds == PROBE_ALERT_KINDS == FROM_DETECTORS
     for cls in detector_classes():
         assert cls.hint.strip() and cls.__doc__.strip(), cls
         assert cls.family in ("gradient", "probe")
@@ -208,3 +210,18 @@ def test_probe_streaks_saved_before_the_registry_still_load():
     assert [a.kind for a in detectors.update(0, 0, stats)] == ["dead_relu"]
     assert detectors.state_dict()["dead_relu"] == {"streaks": {"dead_relu": {"a": 3}}}
     assert np.isfinite(detectors.update(1, 0, stats)[0].value)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "lightning_gradflow.core.detectors",
+        "lightning_gradflow.core.probes",
+        "lightning_gradflow.core.probes.detectors",
+    ],
+)
+def test_a_misspelt_kind_list_gets_pythons_usual_error(module):
+    """The modules that derive their kind list on access still say what is missing, and where."""
+    imported = importlib.import_module(module)
+    with pytest.raises(AttributeError, match=f"module '{module}' has no attribute 'KINDS'"):
+        imported.KINDS  # noqa: B018

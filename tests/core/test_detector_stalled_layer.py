@@ -12,7 +12,7 @@ from lightning_gradflow.core.collector import StepRecord
 from lightning_gradflow.core.detectors import DetectorConfig, GradientDetectors, StepContext
 from lightning_gradflow.loop import GradFlow
 
-NAMES = ["l0", "l1", "l2"]
+NAMES = ["l0", "l1", "l2", "l3"]
 CTX = StepContext(layer_names=NAMES, epoch=0)
 
 
@@ -191,3 +191,90 @@ def test_layers_frozen_on_purpose_have_no_gradient_and_are_not_judged():
     net[2].requires_grad_(False)
     monitor = _train(net, torch.optim.Adam(net.parameters(), lr=1e-3))
     assert monitor.alerts == []
+
+
+def _stalled_steps(records, config=None):
+    return [a.step for a in _feed(records, config)]
+
+
+@pytest.mark.parametrize(("mover", "fires"), [(0.99e-5, False), (1e-5, True), (1.01e-5, True)])
+def test_a_layer_moves_visibly_from_1e_5(mover, fires):
+    records = [_record(s, [0.0, mover, 0.0]) for s in range(5)]
+    assert _stalled_steps(records) == ([4] if fires else [])
+
+
+@pytest.mark.parametrize(("grad", "fires"), [(9.9, True), (10.0, True), (10.1, False)])
+def test_a_mover_counts_with_a_gradient_up_to_ten_times_larger(grad, fires):
+    """Relative to the weights: l0 has ||g||/||θ|| = 0.1, the mover l1 grad/10."""
+    records = [_record(s, [0.0, 1e-3, 0.0], norms=(1.0, grad, 1.0), weights=(10.0, 10.0, 10.0))
+               for s in range(5)]  # fmt: skip
+    assert bool(_stalled_steps(records)) == fires
+
+
+def test_the_gradient_span_is_relative_to_the_weights():
+    """l0's gradient equals the mover's, but its weights are 100x larger: relative to them its
+    gradient is 100x smaller, which explains a tiny update (not stalled)."""
+    records = [_record(s, [0.0, 1e-3, 1e-3], weights=(1000.0, 10.0, 10.0)) for s in range(5)]
+    assert _stalled_steps(records) == []
+
+
+@pytest.mark.parametrize(("scale", "fires"), [(0.99, True), (1.0, False)])
+def test_stalled_below_1e_7_times_the_movers_ratio(scale, fires):
+    reference = 2e-3
+    ratio = DetectorConfig().stalled_ratio * reference * scale
+    records = [_record(s, [ratio, reference, reference]) for s in range(5)]
+    assert bool(_stalled_steps(records)) == fires
+
+
+@pytest.mark.parametrize(("rms", "judged"), [(0.99e-4, False), (1e-4, True)])
+def test_weights_at_the_rms_floor_are_judged(rms, judged):
+    records = [
+        StepRecord(s, 0, np.ones(3), np.ones(3, bool), 1.7, 1.0, weight_norms=np.full(3, 10.0),
+                   weight_rms=np.array([rms, 1.0, 1.0]), update_ratios=np.array([0.0, 1e-3, 1e-3]))
+        for s in range(5)
+    ]  # fmt: skip
+    assert bool(_stalled_steps(records)) == judged
+
+
+def test_without_weight_rms_every_layer_is_judged():
+    records = [
+        StepRecord(s, 0, np.ones(3), np.ones(3, bool), 1.7, 1.0, weight_norms=np.full(3, 10.0),
+                   update_ratios=np.array([0.0, 1e-3, 1e-3]))
+        for s in range(5)
+    ]  # fmt: skip
+    assert _stalled_steps(records) == [4]
+
+
+def test_a_zero_gradient_is_not_judged_even_when_momentum_moves_the_layer():
+    """l0 and l1 have a zero gradient; SGD momentum still moves l1: neither is judged, so l1 is
+    no reference for l0."""
+    records = [_record(s, [0.0, 1e-3, 0.0], norms=(0.0, 0.0, 1e-9)) for s in range(5)]
+    assert _stalled_steps(records) == []
+
+
+def test_one_moving_step_starts_the_count_of_five_again():
+    ratios = lambda s: [1e-3 if s == 3 else 0.0, 1e-3, 1e-3]  # noqa: E731
+    assert _stalled_steps([_record(s, ratios(s)) for s in range(10)])[:1] == [8]
+
+
+def test_zero_weights_and_gradients_raise_no_numpy_warning():
+    records = [_record(s, [0.0, 1e-3, 0.0], norms=(0.0, 1.0, 1.0), weights=(0.0, 10.0, 0.0))
+               for s in range(5)]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _stalled_steps(records) == []
+
+
+def test_the_message_names_the_layer_furthest_below_its_own_mover():
+    """l0 is compared with l2 only (l3's gradient is 100x l0's), l1 with l3 as well:
+    l1 sits 2e-8 below its mover l3, l0 5e-8 below l2, so l1 is the one named."""
+    records = [
+        _record(s, [5e-11, 2e-9, 1e-3, 1e-1], norms=(1.0, 10.0, 10.0, 100.0),
+                weights=(10.0,) * 4)
+        for s in range(5)
+    ]  # fmt: skip
+    [alert] = _feed(records)
+    assert alert.layers == ("l0", "l1") and alert.value == pytest.approx(2e-8)
+    assert alert.details["reference_layer"] == "l3" and alert.details["reference_ratio"] == 0.1
+    assert "= 2e-09 at l1, while l3 moves by 0.1" in alert.message
+    assert alert.details["update_ratios"] == {"l0": 5e-11, "l1": 2e-9} and alert.epoch == 0

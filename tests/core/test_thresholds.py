@@ -277,3 +277,245 @@ def test_loss_spike_median_is_over_the_last_fifty_losses():
     losses = [100.0] * 70 + [1.0] * 60 + [50.0] * 3
     records = [rec(s, loss=loss) for s, loss in enumerate(losses)]
     assert steps(alerts_of(records), "loss_spike") == [132]
+
+
+def test_a_measured_update_stays_judged_across_a_resume():
+    """Saved right after a measured step that rewrote l1: the next (unmeasured) step shows the
+    jump of the weights' RMS, but that update was judged already, resumed or not."""
+    records = [
+        StepRecord(0, 0, np.ones(4), np.ones(4, bool), 2.0, 1.0, weight_rms=np.full(4, 0.1),
+                   update_ratios=np.array([1e-3, 50.0, 1e-3, 1e-3])),
+        rec(1, rms=[0.1, 5.0, 0.1, 0.1]),
+        rec(2, rms=[0.1, 5.0, 0.1, 0.1]),
+    ]  # fmt: skip
+    kept = GradientDetectors(DetectorConfig())
+    assert steps(alerts_of(records[:1], detectors=kept), "exploding", "update") == [0]
+    restored = GradientDetectors(DetectorConfig())
+    restored.load_state_dict(json.loads(json.dumps(kept.state_dict())))
+    assert alerts_of(records[1:], detectors=restored) == alerts_of(records[1:], detectors=kept)
+    assert steps(alerts_of(records[1:], detectors=restored), "exploding") == []
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_a_checkpoint_saved_before_the_dead_and_update_variants_resumes(layers):
+    """Checkpoints from before ``vanishing``/dead and ``exploding``/update kept only the depth
+    and floor streaks and the norm history: they load, the streaks they hold carry on, and the
+    new variants start counting afresh."""
+    names = [f"l{i}" for i in range(layers)]
+    ctx = StepContext(names, epoch=0)
+    profile = VANISHING if layers == 4 else (1e-6,)
+    records = [rec(s, norms=profile, rms=[0.1] * layers) for s in range(12)]
+    kept = GradientDetectors(DetectorConfig())
+    alerts_of(records[:5], ctx, kept)
+    state = json.loads(json.dumps(kept.state_dict()))
+    old = {
+        "vanishing": {k: state["vanishing"][k] for k in ("depth_streak", "floor_streak")},
+        "exploding": {k: state["exploding"][k] for k in ("totals", "seen", "depth_streak")},
+    }
+    restored = GradientDetectors(DetectorConfig())
+    restored.load_state_dict(old)
+    expected = alerts_of(records[5:], ctx, kept)
+    assert alerts_of(records[5:], ctx, restored) == expected
+    assert steps(expected, "vanishing", "depth") == ([9, 10, 11] if layers == 4 else [])
+
+
+def test_every_exploding_variant_carries_the_epoch():
+    ctx = StepContext(NAMES, epoch=7)
+    spike = [rec(s, total=50.0 if s == 30 else 1.0) for s in range(31)]
+    depth = [rec(s, norms=EXPLODING) for s in range(10)]
+    growth = [rec(s, total=1.2**s) for s in range(50)]
+    update = [rec(0, rms=[0.1] * 4), rec(1, rms=[0.1, 5.0, 0.1, 0.1])]
+    for records, variant in ((spike, "spike"), (depth, "depth"), (growth, "growth"),
+                             (update, "update")):  # fmt: skip
+        found = [a for a in alerts_of(records, ctx) if a.details["variant"] == variant]
+        assert found and {a.epoch for a in found} == {7}, variant
+
+
+@pytest.mark.parametrize(("dead", "more"), [(5, ""), (6, " (+1 more)"), (7, " (+2 more)")])
+def test_a_message_lists_five_layers_then_counts_the_rest(dead, more):
+    names = [f"l{i}" for i in range(8)]
+    norms = lambda s: [0.0 if i < dead and s >= 1 else 1.0 for i in range(8)]  # noqa: E731
+    alerts = alerts_of([rec(s, norms=norms(s)) for s in range(11)], StepContext(names, epoch=0))
+    [alert] = [a for a in alerts if a.details["variant"] == "dead"]
+    assert alert.message == (
+        f"dead layer: the gradient of {dead} layer(s) is exactly zero for 10+ steps after it "
+        f"was not: l0, l1, l2, l3, l4{more}"
+    )
+
+
+# --- severity: critical from the square of the threshold on ------------------------------------
+
+
+def _severity(records, kind, variant=None):
+    found = [
+        a
+        for a in alerts_of(records)
+        if a.kind == kind and (variant is None or a.details["variant"] == variant)
+    ]
+    return found[0].severity
+
+
+@pytest.mark.parametrize(
+    ("total", "severity"), [(99.9, "warning"), (100.0, "warning"), (100.1, "critical")]
+)
+def test_a_spike_is_critical_above_a_hundred_times_the_median(total, severity):
+    records = [rec(s, total=total if s == 30 else 1.0) for s in range(31)]
+    assert _severity(records, "exploding", "spike") == severity
+
+
+@pytest.mark.parametrize(
+    ("first", "severity"), [(0.99e6, "warning"), (1e6, "warning"), (1.01e6, "critical")]
+)
+def test_growth_with_depth_is_critical_above_a_million(first, severity):
+    records = [rec(s, norms=(first, 1e4, 1e2, 1.0)) for s in range(10)]
+    assert _severity(records, "exploding", "depth") == severity
+
+
+@pytest.mark.parametrize(("ratio", "severity"), [(99.9, "warning"), (100.0, "critical")])
+def test_an_update_is_critical_from_a_hundred_times_the_weights(ratio, severity):
+    ratios = np.array([1e-3, ratio, 1e-3, 1e-3])
+    records = [StepRecord(0, 0, np.ones(4), np.ones(4, bool), 2.0, 1.0,
+                          weight_rms=np.full(4, 0.1), update_ratios=ratios)]  # fmt: skip
+    assert _severity(records, "exploding", "update") == severity
+
+
+@pytest.mark.parametrize(
+    ("first", "severity"), [(1.01e-6, "warning"), (1e-6, "warning"), (0.99e-6, "critical")]
+)
+def test_vanishing_is_critical_below_a_millionth(first, severity):
+    records = [rec(s, norms=(first, 1e-4, 1e-2, 1.0)) for s in range(10)]
+    assert _severity(records, "vanishing", "depth") == severity
+
+
+@pytest.mark.parametrize(
+    ("loss", "severity"), [(99.9, "warning"), (100.0, "warning"), (100.1, "critical")]
+)
+def test_a_loss_spike_is_critical_above_a_hundred_times_the_median(loss, severity):
+    records = [rec(s, loss=loss if s >= 30 else 1.0) for s in range(33)]
+    assert _severity(records, "loss_spike") == severity
+
+
+def test_a_finite_step_under_amp_starts_the_count_of_ten_again():
+    ctx = StepContext(NAMES, amp_scaler=True)
+    bad = [rec(s, norms=[np.inf] * 4) for s in range(5)]
+    good = [rec(5)]
+    again = [rec(s, norms=[np.inf] * 4) for s in range(6, 20)]
+    found = steps(alerts_of(bad + good + again, ctx), "nonfinite")
+    assert found[0] == 15  # steps 6..15 are the ten consecutive bad steps
+
+
+@pytest.mark.parametrize(
+    ("weights", "origin"),
+    [
+        ([1.0, np.inf, 1.0, np.nan], "; weights already non-finite in l1, l3"),
+        ([1.0, 1.0, 1.0, 1.0], ""),
+    ],
+)
+def test_a_nonfinite_loss_names_the_weights_already_corrupt(weights, origin):
+    record = StepRecord(3, 0, np.full(4, np.nan), np.ones(4, bool), float("nan"), float("nan"),
+                        weight_norms=np.array(weights))  # fmt: skip
+    [alert] = alerts_of([record])
+    assert alert.message == (
+        "NaN/Inf gradient in 4 layer(s): l0, l1, l2, l3 (loss = nan); likely origin: the forward "
+        f"pass (the loss itself is non-finite){origin}"
+    )
+    assert alert.details == {"variant": "nonfinite", "origin": None, "loss_nonfinite": True}
+
+
+def test_nonfinite_messages():
+    ctx = StepContext(NAMES, epoch=2)
+    [grad] = alerts_of([rec(0, norms=[1.0, np.nan, np.inf, 1.0])], ctx)
+    assert grad.message == (
+        "NaN/Inf gradient in 2 layer(s): l1, l2 (loss finite); likely origin: l2 (the output-most "
+        "affected layer)"
+    )
+    assert (grad.severity, grad.epoch, grad.layers) == ("critical", 2, ("l1", "l2"))
+    assert (grad.value, grad.threshold) == (2, 0.0)  # affected layers; any is one too many
+    assert grad.details == {"variant": "nonfinite", "origin": "l2", "loss_nonfinite": False}
+    [loss] = alerts_of([rec(0, loss=float("inf"))], ctx)
+    assert loss.message == (
+        "NaN/Inf gradient in no gradient (loss = inf); likely origin: the forward pass (the loss "
+        "itself is non-finite)"
+    )
+    amp = StepContext(NAMES, epoch=2, amp_scaler=True)
+    alerts = alerts_of([rec(s, norms=[np.nan] * 4) for s in range(10)], amp)
+    assert alerts[0].message == (
+        "NaN/Inf gradient in 4 layer(s): l0, l1, l2, l3 (loss finite) on 10 consecutive steps "
+        "under AMP; likely origin: l3 (the output-most affected layer)"
+    )
+
+
+def test_a_spike_names_the_three_largest_layers():
+    records = [rec(s, norms=(0.5, 0.5, 0.5, 0.5)) for s in range(30)]
+    records.append(rec(30, norms=(1.0, 40.0, 3.0, 20.0)))  # total 44.8, 44.8x the median 1
+    [alert] = [a for a in alerts_of(records, CTX) if a.kind == "exploding"]
+    assert alert.layers == ("l1", "l3", "l2") and alert.threshold == 10.0
+    assert alert.message == (
+        "spike: global gradient norm 44.8 is 45x its median 1 over the last 30 steps "
+        "(largest in l1, l3, l2)"
+    )
+    assert alert.details == {
+        "variant": "spike",
+        "total_norm": pytest.approx(44.83, abs=0.01),
+        "median": 1.0,
+    }
+
+
+def test_growth_with_depth_names_the_layers_a_thousand_times_the_smallest():
+    [alert] = alerts_of([rec(s, norms=(1e4, 1e3, 1.0, 0.1)) for s in range(10)])
+    assert alert.layers == ("l0", "l1") and alert.value == pytest.approx(1e5)
+    assert alert.message == (
+        "growth with depth: gradient norm grows from 0.1 at l3 to 1e+04 at l0 "
+        "(ratio 1.0e+05 > 1000; γ = 63.1 per layer) for 10+ steps"
+    )
+
+
+@pytest.mark.parametrize(("loss", "fires"), [(20.0, False), (20.1, True)])
+def test_loss_spike_at_ten_times_a_median_of_two(loss, fires):
+    records = [rec(s, loss=loss if s >= 30 else 2.0) for s in range(33)]
+    assert steps(alerts_of(records), "loss_spike") == ([32] if fires else [])
+
+
+@pytest.mark.parametrize(("loss", "fires"), [(13.3, False), (13.4, True)])
+def test_around_zero_the_spread_sets_the_scale(loss, fires):
+    """Losses -1, 1, -1, ...: median 0, MAD 1, so the scale is 1.4826 and a spike is a loss more
+    than 9 x 1.4826 = 13.34 above the median."""
+    detectors = GradientDetectors(DetectorConfig(loss_spike_steps=1))  # judged on one step
+    records = [rec(s, loss=loss if s == 30 else (-1.0) ** s) for s in range(31)]
+    assert steps(alerts_of(records, detectors=detectors), "loss_spike") == ([30] if fires else [])
+
+
+def test_a_loss_that_never_moved_has_no_scale_to_spike_against():
+    records = [rec(s, loss=1e-3 if s >= 30 else 0.0) for s in range(40)]
+    assert steps(alerts_of(records), "loss_spike") == []
+
+
+def test_a_nonfinite_loss_neither_counts_nor_breaks_a_spike():
+    losses = {30: 50.0, 31: 50.0, 32: float("nan"), 33: 50.0}
+    records = [rec(s, loss=losses.get(s, 1.0)) for s in range(34)]
+    assert steps(alerts_of(records), "loss_spike") == [33]
+
+
+@pytest.mark.parametrize(("spiking_from", "first"), [(2, None), (3, 5)])
+def test_the_loss_median_needs_three_losses_whatever_min_history(spiking_from, first):
+    """min_history=1: losses 1, 1, 1 then 50s; judged from the fourth loss on."""
+    detectors = GradientDetectors(DetectorConfig(min_history=1))
+    records = [rec(s, loss=50.0 if s >= spiking_from else 1.0) for s in range(6)]
+    found = steps(alerts_of(records, detectors=detectors), "loss_spike")
+    assert (found[0] if found else None) == first
+
+
+def test_a_loss_spike_alert_reports_the_loss_its_median_and_their_ratio():
+    records = [rec(s, loss=50.0 if s >= 30 else 2.0) for s in range(33)]
+    [alert] = alerts_of(records, StepContext(NAMES, epoch=4))
+    assert (alert.value, alert.threshold, alert.epoch, alert.layers) == (25.0, 10.0, 4, ())
+    assert alert.details == {"variant": "loss_spike", "loss": 50.0, "median": 2.0}
+    assert alert.message == "training loss 50 is 25x its recent median 2 for 3 consecutive steps"
+
+
+def test_nonfinite_comes_first_among_one_steps_alerts():
+    ratios = np.array([1e-3, 50.0, 1e-3, 1e-3])  # l1 rewritten by its update: exploding
+    norms = np.array([np.nan, 1.0, 1.0, 1.0])
+    record = StepRecord(0, 0, norms, np.ones(4, bool), float("nan"), 1.0,
+                        weight_rms=np.full(4, 0.1), update_ratios=ratios)  # fmt: skip
+    assert [a.kind for a in alerts_of([record])] == ["nonfinite", "exploding"]

@@ -86,7 +86,8 @@ class History:
         return list(self._values)
 
     def median(self) -> float:
-        return float(np.median(self._values)) if self._values else float("nan")
+        """The median of the values held (at least one)."""
+        return float(np.median(self._values))
 
     def load(self, values: Iterable[float]) -> None:
         self._values.clear()

@@ -221,7 +221,8 @@ class ExplodingDetector(GradientDetector):
         self._totals.load(state["totals"])
         self._seen = int(state["seen"])
         self._depth_streak = int(state["depth_streak"])
-        self._last_rms = {
-            int(index): (int(step), np.asarray(rms, dtype=np.float64), bool(measured))
-            for index, step, rms, measured in state.get("last_rms", [])
-        }
+        self._last_rms = {}
+        # none if saved before the update variant existed
+        for index, step, rms, measured in state.get("last_rms", []):
+            rms = np.asarray(rms, dtype=np.float64)  # pragma: no mutate (saved from floats)
+            self._last_rms[int(index)] = (int(step), rms, bool(measured))

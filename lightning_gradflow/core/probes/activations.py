@@ -80,7 +80,8 @@ def unit_dim(activations: Tensor, producer: nn.Module | None) -> int:
         activations: the ReLU's output.
         producer: the module that ran just before the ReLU (``None`` if none did).
     """
-    if isinstance(producer, CHANNEL_FIRST) and activations.dim() >= 2:
+    channel_first = isinstance(producer, CHANNEL_FIRST)
+    if channel_first and activations.dim() >= 2:  # pragma: no mutate (2-D: dim 1 is the last)
         return 1
     return activations.dim() - 1
 

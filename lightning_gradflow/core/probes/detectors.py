@@ -274,7 +274,7 @@ class RankCollapseDetector(ProbeDetector):
         alerts = []
         if collapsed:
             lowest = min(ranks[n] for n in collapsed)
-            extreme = lowest - 1.0 < (cfg.rank_collapse_threshold - 1.0) / 5
+            extreme = lowest < 1.0 + (cfg.rank_collapse_threshold - 1.0) / 5
             parts = [f"{n} {ranks[n]:.2f}" for n in collapsed]
             alerts.append(
                 self.alert(

@@ -81,7 +81,8 @@ def test_saturated_output_layer_is_not_judged():
         output_layers=frozenset({"out"}),
     )
     [alert] = ProbeDetectors(ProbeConfig(patience=1)).update(0, 0, stats)
-    assert alert.layers == ("h",) and "h (tanh): 70% of activations saturated" in alert.message
+    assert alert.layers == ("h",) and alert.details == {"saturated_share": {"h": 0.7}}
+    assert alert.message == "h (tanh): 70% of activations saturated for 1+ probe steps"
 
 
 def _attention(heads: list[float]) -> ProbeStats:
@@ -158,3 +159,17 @@ def test_rank_collapse_variants_have_their_own_cooldown_keys():
 def test_invalid_config_names_the_value_and_what_is_allowed(field, value, allowed):
     with pytest.raises(ValueError, match=f"{field}={value!r} is not allowed: expected .*{allowed}"):
         ProbeConfig(**{field: value})
+
+
+@pytest.mark.parametrize(("layers", "more"), [(5, ""), (6, "; +1 more"), (7, "; +2 more")])
+def test_a_message_names_five_layers_then_counts_the_rest(layers, more):
+    names = [f"l{i}" for i in range(layers)]
+    stats = ProbeStats(
+        kinds=dict.fromkeys(names, "relu"),
+        dead_relu=dict.fromkeys(names, 0.9),
+        relu_rows=dict.fromkeys(names, 64),
+    )
+    [alert] = ProbeDetectors(ProbeConfig(patience=1)).update(0, 0, stats)
+    five = "; ".join(f"l{i}: 90% of units dead (zero on all 64 rows)" for i in range(5))
+    assert alert.message == f"{five}{more} for 1+ probe steps"
+    assert alert.layers == tuple(names) and alert.details == {"dead_share": stats.dead_relu}

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_gradflow.core.probes import ActivationProbes, ProbeConfig, register_probe
 from lightning_gradflow.core.probes.activations import saturated_count, unit_counts, unit_dim
 from lightning_gradflow.core.probes.attention import (
     bind_arguments,
@@ -134,3 +135,68 @@ def test_saturation_tails():
     y = torch.tensor([0.005, 0.02, 0.5, 0.985, 0.995])
     assert saturated_count(y, "sigmoid", 0.01).item() == 2
     assert saturated_count(torch.tensor([-0.999, -0.5, 0.98, 0.995]), "tanh", 0.01).item() == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "saturated"),
+    [
+        ("sigmoid", 0.0099, True),
+        ("sigmoid", 0.01, False),  # [tail, 1 - tail] is not saturated, ends included
+        ("sigmoid", 0.0101, False),
+        ("sigmoid", 0.9899, False),
+        ("sigmoid", 0.99, False),
+        ("sigmoid", 0.9901, True),
+        ("tanh", 0.9899, False),
+        ("tanh", 0.99, False),  # |y| > 1 - tail
+        ("tanh", 0.9901, True),
+        ("tanh", -0.99, False),
+        ("tanh", -0.9901, True),
+    ],
+)
+def test_saturation_tail_boundaries(kind, value, saturated):
+    """The README's tails, float32 activations as a layer gives them."""
+    assert saturated_count(torch.tensor([value]), kind, 0.01).item() == saturated
+
+
+def test_sigmoid_and_tanh_have_their_own_tails():
+    """0.05 (and tanh's 0.95) are in the tails with tail 0.1, not with 0.01."""
+    model = nn.Sequential(nn.Sigmoid(), nn.Tanh())
+    probes = ActivationProbes(model, ProbeConfig(sigmoid_tail=0.1, tanh_tail=0.01))
+    with probes.attached():
+        model[0](torch.full((4, 8), math.log(0.05 / 0.95)))  # sigmoid -> 0.05
+        model[1](torch.full((4, 8), math.atanh(0.95)))  # tanh -> 0.95
+    assert probes.collect().saturation == {"0": 1.0, "1": 0.0}
+    probes = ActivationProbes(model, ProbeConfig(sigmoid_tail=0.01, tanh_tail=0.1))
+    with probes.attached():
+        model[0](torch.full((4, 8), math.log(0.05 / 0.95)))
+        model[1](torch.full((4, 8), math.atanh(0.95)))
+    assert probes.collect().saturation == {"0": 0.0, "1": 1.0}
+
+
+def test_a_module_declaring_an_unknown_kind_is_named():
+    class Gate(nn.Module):
+        gradflow_probe = "gelu"
+
+    with pytest.raises(
+        ValueError, match=r"Gate\.gradflow_probe='gelu' is not allowed: expected one"
+    ):
+        ActivationProbes(nn.Sequential(Gate()))
+
+
+@pytest.mark.parametrize(
+    ("shape", "heads"),
+    [((10, 6), 1), ((2, 10, 6), 1), ((2, 3, 10, 6), 3)],
+    ids=["queries_keys", "batch_queries_keys", "batch_heads_queries_keys"],
+)
+def test_opted_in_probabilities_of_every_layout(shape, heads):
+    """An opted-in softmax's output is read as (batch, heads, queries, keys); a 2-D output is
+    one sequence (every query row counts, not ``max_samples`` of them), a 3-D one has one
+    head. Here 8 of 10 query rows are uniform (entropy 1) and 2 are one-hot (0): mean 0.8."""
+    logits = torch.zeros(10, 6)
+    logits[8:, 0] = 200.0
+    softmax = register_probe(nn.Softmax(dim=-1), "attention")
+    probes = ActivationProbes(softmax, ProbeConfig(max_samples=8))
+    with probes.attached():
+        softmax(logits.expand(shape))
+    entropy = probes.collect().attention_entropy[""]
+    np.testing.assert_allclose(entropy, [0.8] * heads, rtol=1e-6)

@@ -136,3 +136,80 @@ def test_every_streak_survives_a_resume(stats):
     expected = kept.update(2, 0, stats)
     assert expected and restored.update(2, 0, stats) == expected
     assert ProbeDetectors(ProbeConfig()).update(2, 0, stats) == []
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [relu(0.9), saturation(0.9), attention([0.01] * 4), blocks([1.2]), blocks([16.0, 8, 4, 2])],
+    ids=["dead_relu", "saturation", "attention", "rank_collapsed", "rank_depth"],
+)
+def test_every_probe_alert_carries_the_step_and_epoch_it_was_seen_at(stats):
+    detectors = ProbeDetectors(ProbeConfig(patience=1))
+    alerts = detectors.update(7, 3, stats)
+    assert alerts and {(a.step, a.epoch) for a in alerts} == {(7, 3)}
+
+
+@pytest.mark.parametrize(("tokens", "judged"), [(3, False), (4, True), (5, True)])
+def test_blocks_of_fewer_than_four_tokens_are_not_judged(tokens, judged):
+    assert fires(blocks([1.2], tokens=tokens)) == judged
+    assert fires(blocks([16.0, 8.0, 4.0, 2.0], tokens=tokens)) == judged
+
+
+@pytest.mark.parametrize(
+    ("rank", "severity"), [(1.09, "critical"), (1.1, "warning"), (1.11, "warning")]
+)
+def test_rank_collapse_is_critical_within_a_fifth_of_the_way_from_one(rank, severity):
+    """Threshold 1.5: critical below 1 + 0.5 / 5 = 1.1."""
+    _, [alert] = first_alert([blocks([rank])] * 3)
+    assert alert.severity == severity and alert.value == rank
+    assert alert.details == {"variant": "collapsed", "effective_rank": rank}
+    assert alert.message == (
+        f"tokens collapsed to one vector (effective rank < 1.5 of 32 tokens) after "
+        f"enc.layers.0 {rank:.2f} for 3+ probe steps"
+    )
+
+
+@pytest.mark.parametrize(("ranks", "decays"), [([16.0, 6.0, 2.0], True), ([16.0, 2.0], False)])
+def test_a_stack_is_judged_from_three_blocks(ranks, decays):
+    _, alerts = first_alert([blocks(ranks)] * 3)
+    assert [a.details["variant"] for a in alerts] == (["depth"] if decays else [])
+
+
+def test_a_short_stack_does_not_end_the_judging_of_the_others():
+    stats = blocks([16.0, 8.0, 4.0, 2.0])
+    short = {"head.0": 16.0, "head.1": 2.0}
+    stats = ProbeStats(
+        kinds={**stats.kinds, **dict.fromkeys(short, "block")},
+        effective_rank={**short, **stats.effective_rank},
+        block_tokens={**stats.block_tokens, **dict.fromkeys(short, 32)},
+    )
+    _, [alert] = first_alert([stats] * 3)
+    assert alert.layers == tuple(f"enc.layers.{i}" for i in range(4))
+
+
+def test_stacks_are_the_blocks_that_share_their_parent():
+    """An encoder and a decoder, each flat, are two stacks, not one falling from 16 to 3 (the
+    decoder's blocks sit under another parent of the same model)."""
+    ranks = {f"model.encoder.layers.{i}": 16.0 for i in range(3)}
+    ranks |= {f"model.decoder.layers.{i}": 3.0 for i in range(3)}
+    stats = ProbeStats(
+        kinds=dict.fromkeys(ranks, "block"),
+        effective_rank=ranks,
+        block_tokens=dict.fromkeys(ranks, 32),
+    )
+    assert first_alert([stats] * 3) == (None, [])
+
+
+def test_a_sharp_drop_then_a_plateau_is_not_a_steady_decay():
+    """Last/first is 0.24 < 1/4, but the fitted line's ratio is 0.257: not a decline with depth."""
+    assert first_alert([blocks([16.0, 6.0, 4.5, 3.9])] * 3) == (None, [])
+
+
+def test_the_rank_decay_alert_reports_the_first_and_last_blocks():
+    _, [alert] = first_alert([blocks([16.0, 8.0, 4.0, 2.0])] * 3)
+    assert alert.message == (
+        "effective rank falls from 16.00 after enc.layers.0 to 2.00 after enc.layers.3 "
+        "(ratio 0.12 < 0.25, x0.50 per block) for 3+ probe steps"
+    )
+    assert alert.details == {"variant": "depth", "per_block_factor": pytest.approx(0.5)}
+    assert alert.value == 0.125 and alert.threshold == 0.25 and alert.severity == "warning"
