@@ -155,7 +155,7 @@ def test_a_job_raised_by_the_monitor_is_a_failed_row_and_still_fails(tmp_path, c
     assert mlp["status"] == "failed" and lstm["status"] == "ok" and not lstm["failure"]
     step = error["alerts"][0]["step"]
     assert mlp["failure"].startswith(f"GradientPathologyError: vanishing @ step {step}: gradient")
-    assert mlp["alerts"] == "vanishing:1" and mlp["qlike"] == "" and mlp["grad_ratio"]
+    assert mlp["alerts"] == "vanishing:1 (1 step)" and mlp["qlike"] == "" and mlp["grad_ratio"]
     assert float(lstm["qlike"]) > 0 and "baseline: har" in rows  # baselines from the LSTM
     table = (sweep / "comparison.md").read_text()
     assert "| model=mlp_vanilla | 1 | failed |" in table and "(2 runs," in table

@@ -64,13 +64,13 @@ def test_exploding_rnn_alerts_and_clipping_bounds_the_update(tmp_path, cwd):
     ]
     runs = _sweep(tmp_path, cwd, args)
     for clip in ("null", "1.0"):
-        rnn = runs[f"model=rnn_vanilla trainer.gradient_clip_val={clip}"]
-        lstm = runs[f"model=lstm trainer.gradient_clip_val={clip}"]
+        rnn = runs[f"model=rnn_vanilla,trainer.gradient_clip_val={clip}"]
+        lstm = runs[f"model=lstm,trainer.gradient_clip_val={clip}"]
         assert rnn["alerts"].get("exploding", 0) >= 1
         assert "exploding" not in lstm["alerts"]
         assert rnn["gradient"]["grad_norm_max"] > 1e3
-    clipped = runs["model=rnn_vanilla trainer.gradient_clip_val=1.0"]["gradient"]
-    unclipped = runs["model=rnn_vanilla trainer.gradient_clip_val=null"]["gradient"]
+    clipped = runs["model=rnn_vanilla,trainer.gradient_clip_val=1.0"]["gradient"]
+    unclipped = runs["model=rnn_vanilla,trainer.gradient_clip_val=null"]["gradient"]
     assert clipped["applied_grad_norm_max"] <= 1.0 + 1e-4
     assert unclipped["applied_grad_norm_max"] == pytest.approx(unclipped["grad_norm_max"])
 
