@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -79,7 +80,13 @@ from lightning_gradflow.core.probes import (
     ProbeDetectors,
     ProbeStats,
 )
-from lightning_gradflow.core.schedule import Interval, check_interval, is_due, resolve_interval
+from lightning_gradflow.core.schedule import (
+    CostBudget,
+    Interval,
+    check_interval,
+    is_due,
+    resolve_interval,
+)
 from lightning_gradflow.core.sinks import GradFlowWarning, Sink, Sinks
 from lightning_gradflow.core.step_scalars import (
     alert_scalars,
@@ -263,6 +270,7 @@ class GradFlowEngine:
         self._nan_origins: dict[int, NonfiniteOrigin | None] = {}
         self._summary = RunSummary()
         self._history = FlowHistory()
+        self._budget = CostBudget()
         self._last_record: StepRecord | None = None
         self._last_plotted = False
         self._deferred: Action = "warn"
@@ -280,6 +288,7 @@ class GradFlowEngine:
         self._outputs = Sinks(run.sinks if run.is_rank_zero else ())
         self.log_every = self.log_every_n_steps or log_every_n_steps or 50
         self.expect_steps(run.total_steps)
+        self._budget.start()
 
     def expect_steps(self, total_steps: int | None) -> None:
         """The run will take ``total_steps`` optimizer steps (``None``: unknown).
@@ -376,8 +385,14 @@ class GradFlowEngine:
         self.optimizer_steps[optimizer_index] = count + 1
         total = self.run.total_steps
         logged = is_due(count, self.log_every, total)
-        histogram = is_due(count, self._histogram_every, total)
-        plot = is_due(count, self._plot_every, total)
+        fixed = count == 0 or (total is not None and count == total - 1)
+        affordable = fixed or self._budget.allows()  # "auto" waits while outputs cost too much
+        histogram = is_due(count, self._histogram_every, total) and (
+            affordable or self.histogram_every_n_steps != "auto"
+        )
+        plot = is_due(count, self._plot_every, total) and (
+            affordable or self.plot_every_n_steps != "auto"
+        )
         checked = is_due(count, self.check_every)
         snapshot = logged and self.log_update_ratios
         collector.capture(
@@ -692,10 +707,12 @@ class GradFlowEngine:
                 self._history.add(record.step, record.layer_norms, record.has_grad)
             if plan.log:
                 self._log_scalars(record, multi)
+            started = time.perf_counter()
             if record.log_histograms is not None:
                 self._log_histograms(record)
             if plan.plot:
                 self._log_picture(record)
+            self._budget.spend(time.perf_counter() - started)
             self._last_record, self._last_plotted = record, plan.plot
         return self._act(fresh) if act else "warn"
 

@@ -53,7 +53,8 @@ class GradFlowMonitor(GradFlowHooks, Callback):
         log_every_n_steps: scalar logging interval in optimizer steps; ``None`` takes the
             Trainer's ``log_every_n_steps``.
         histogram_every_n_steps: histogram interval; ``"auto"``: 500, or a tenth of the run
-            when its length is known (a short run still gets several); ``None``: off.
+            when its length is known (a short run still gets several), postponed while
+            histograms and pictures have taken more than 2 % of the run's time; ``None``: off.
         plot_every_n_steps: gradient-flow picture interval, as above.
         granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
             element of the outermost ``ModuleList``/``Sequential``, for very deep models).

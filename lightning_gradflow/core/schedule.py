@@ -3,7 +3,10 @@
 An interval is a number of an optimizer's own steps, ``None`` (off) or ``"auto"``: 500 steps,
 or fewer when the run's length is known, so that a short run still gets about
 :data:`AUTO_PER_RUN` of them. Step 0 is always due, and so is the run's last step when its length
-is known: a user sees the initialised network *and* the trained one.
+is known: a user sees the initialised network *and* the trained one. Between those two, an
+``"auto"`` step is postponed while the outputs so far took more than :data:`AUTO_SHARE` of the
+run's time (:class:`CostBudget`): a picture costs about a quarter of a second whatever the step
+time, which must not make a run of fast steps slower.
 
 Example:
     >>> resolve_interval("auto", total_steps=126)
@@ -15,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from lightning_gradflow.core.validation import fail
@@ -26,6 +31,9 @@ AUTO_MAX = 500
 
 AUTO_PER_RUN = 10
 """About how many outputs ``"auto"`` aims for over a run of known length (plus the last step)."""
+
+AUTO_SHARE = 0.02
+"""The share of a run's time that ``"auto"`` outputs may take (beyond the first and last step)."""
 
 
 def check_interval(name: str, value: object) -> None:
@@ -60,3 +68,39 @@ def is_due(step: int, every: int | None, total_steps: int | None = None) -> bool
     if every is None:
         return False
     return step % every == 0 or (total_steps is not None and step == total_steps - 1)
+
+
+class CostBudget:
+    """Time spent on optional outputs, held to a ``share`` of the time since the run started.
+
+    Example:
+        >>> now = [0.0]
+        >>> budget = CostBudget(share=0.02, clock=lambda: now[0])
+        >>> budget.start()
+        >>> budget.spend(0.25)  # a picture at step 0
+        >>> now[0] = 10.0; budget.allows()  # 0.25 s > 2 % of 10 s
+        False
+        >>> now[0] = 12.5; budget.allows()
+        True
+    """
+
+    def __init__(self, share: float = AUTO_SHARE, clock: Callable[[], float] = time.perf_counter):
+        self.share = share
+        self.clock = clock
+        self.spent = 0.0
+        self._start: float | None = None
+
+    def start(self) -> None:
+        """The run starts now; nothing spent yet."""
+        self._start = self.clock()
+        self.spent = 0.0
+
+    def spend(self, seconds: float) -> None:
+        """Outputs took ``seconds``."""
+        self.spent += seconds
+
+    def allows(self) -> bool:
+        """Whether the outputs so far stay within the share of the run's time."""
+        if self._start is None:
+            return True
+        return self.spent <= self.share * (self.clock() - self._start)

@@ -1,0 +1,102 @@
+"""When histograms and pictures are due: intervals, the first and last step, and the time budget
+that keeps ``"auto"`` from slowing a run of fast steps."""
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_gradflow.core.schedule import (
+    CostBudget,
+    check_interval,
+    is_due,
+    resolve_interval,
+)
+from lightning_gradflow.core.sinks import Sink
+from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
+
+
+@pytest.mark.parametrize(
+    ("total", "every"),
+    [(None, 500), (0, 500), (1, 1), (9, 1), (10, 1), (11, 2), (126, 13), (5000, 500), (5001, 500)],
+)
+def test_auto_is_a_tenth_of_the_run_at_most_500(total, every):
+    assert resolve_interval("auto", total) == every
+
+
+def test_explicit_intervals_and_off_pass_through():
+    assert resolve_interval(7, 1000) == 7 and resolve_interval(None, 1000) is None
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "often", [5]])
+def test_bad_intervals_are_refused(value):
+    with pytest.raises(ValueError, match='a positive integer, "auto" or None'):
+        check_interval("plot_every_n_steps", value)
+
+
+def test_due_at_multiples_and_the_last_step_only():
+    assert [s for s in range(10) if is_due(s, 4)] == [0, 4, 8]
+    assert [s for s in range(10) if is_due(s, 4, total_steps=10)] == [0, 4, 8, 9]
+    assert [s for s in range(10) if is_due(s, None, total_steps=10)] == []
+
+
+def test_budget_allows_exactly_at_its_share():
+    now = [0.0]
+    budget = CostBudget(share=0.02, clock=lambda: now[0])
+    assert budget.allows()  # not started: nothing to hold back
+    budget.start()
+    budget.spend(0.5)
+    now[0] = 24.9
+    assert not budget.allows()
+    now[0] = 25.0  # 0.5 s is 2 % of 25 s
+    assert budget.allows()
+    budget.start()
+    assert budget.spent == 0.0 and budget.allows()
+
+
+class Pictures(Sink):
+    def __init__(self):
+        self.steps = []
+
+    def image(self, step, tag, image):
+        if tag == "grad_flow/picture":
+            self.steps.append(step)
+
+
+def _run(clock_per_step: float, **settings) -> list[int]:
+    """20 steps of a tiny model; the budget's clock advances ``clock_per_step`` a step."""
+    pytest.importorskip("matplotlib")
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    sink = Pictures()
+    engine = GradFlowEngine(
+        log_every_n_steps=1, probe_every_n_steps=None, locate_nan_origin=False, **settings
+    )
+    engine.start(RunContext(sinks=[sink], total_steps=20))
+    now = [0.0]
+    engine._budget = CostBudget(clock=lambda: now[0])  # the run's time, made up
+    engine._budget.start()
+    engine.watch(model)
+    for step in range(20):
+        engine.forward_start(step)
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        engine.loss(loss)
+        loss.backward()
+        engine.before_optimizer_step(model, optimizer, step)
+        optimizer.step()
+        optimizer.zero_grad()
+        engine.end_batch(StepInfo(step))
+        now[0] += clock_per_step
+    engine.finish(StepInfo(19))
+    return sink.steps
+
+
+def test_auto_pictures_wait_while_they_cost_more_than_their_share():
+    # auto = every 2 steps (20 / 10); a picture takes far more than 2 % of a 1 ms step, so only
+    # the first and the last step get one
+    assert _run(clock_per_step=0.001) == [0, 19]
+    # slow steps (1000 s each): every due step is affordable
+    assert _run(clock_per_step=1000.0) == [*range(0, 20, 2), 19]
+
+
+def test_an_explicit_interval_is_kept_whatever_it_costs():
+    assert _run(clock_per_step=0.001, plot_every_n_steps=5) == [0, 5, 10, 15, 19]
