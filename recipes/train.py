@@ -578,7 +578,7 @@ def _failure_report(metrics: Mapping[str, Any]) -> str:
 
 def _gradient_report(metrics: Mapping[str, Any]) -> str:
     grad = metrics["gradient"]
-    alerts = ", ".join(f"{k}: {v}" for k, v in sorted(metrics["alerts"].items())) or "none"
+    alerts = alert_summary(metrics)
     if metrics["alerts_file"]:
         alerts += f" (details: {metrics['alerts_file']})"
     ratio, gamma = grad.get("first_last_ratio"), grad.get("gamma")
