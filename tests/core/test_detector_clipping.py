@@ -38,3 +38,10 @@ def test_non_finite_norms_take_no_place_in_the_window():
     assert [a.step for a in clipping(totals)] == [100]
     infinite = [np.inf if s == 50 else 2.0 for s in range(101)]
     assert [a.step for a in clipping(infinite)] == [100]
+
+
+def test_the_median_norm_is_that_of_the_last_hundred_steps():
+    """Norms 10 for 100 steps, then 2: at step 199 the window holds only 2s (over the whole run
+    the median would be 6)."""
+    alerts = clipping([10.0] * 100 + [2.0] * 100)
+    assert alerts[-1].step == 199 and alerts[-1].message.endswith("(median pre-clip norm 2)")
