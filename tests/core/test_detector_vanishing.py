@@ -126,3 +126,9 @@ def test_a_checkpoint_saved_before_the_first_step_resumes():
     ctx = StepContext(NAMES)
     found = [a.step for r in records for a in restored.update(r, ctx) if a.kind == "vanishing"]
     assert found[0] == 11  # zero on steps 2..11
+
+
+def test_a_depth_alert_reports_the_ratio_whatever_the_scale_of_the_norms():
+    """Norms 1e-3 .. 1e2: the value is the input/output ratio 1e-5, not the smallest norm."""
+    [alert, *_] = vanishing([rec(s, (1e-3, 1e-2, 1.0, 1e2)) for s in range(10)])
+    assert (alert.details["variant"], alert.value, alert.threshold) == ("depth", 1e-5, 1e-3)
