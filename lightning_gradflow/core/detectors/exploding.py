@@ -103,7 +103,8 @@ class ExplodingDetector(GradientDetector):
             return None
         ratio = total / median
         norms = usable_norms(record)
-        top = [ctx.layer_names[i] for i in np.argsort(-np.nan_to_num(norms, nan=-1.0))[:3]]
+        # NaN (no usable gradient) sorts last; a model with fewer than three such layers names fewer
+        top = [ctx.layer_names[i] for i in np.argsort(-norms)[:3] if np.isfinite(norms[i])]
         return self._alert(
             record, ctx, "spike", "critical" if ratio > cfg.spike_factor**2 else "warning",
             top, ratio, cfg.spike_factor,
@@ -126,8 +127,7 @@ class ExplodingDetector(GradientDetector):
         self._depth_streak = self._depth_streak + 1 if hit else 0
         if self._depth_streak < cfg.patience:
             return None
-        with np.errstate(invalid="ignore"):
-            big = norms > float(np.nanmin(norms)) * cfg.exploding_depth_ratio
+        big = norms > float(np.nanmin(norms)) * cfg.exploding_depth_ratio  # NaN compares False
         layers = [ctx.layer_names[i] for i in np.flatnonzero(big)] or [ctx.layer_names[fit.first]]
         first, last = ctx.layer_names[fit.first], ctx.layer_names[fit.last]
         ratio = fit.first_last_ratio
@@ -191,13 +191,15 @@ class ExplodingDetector(GradientDetector):
         if self._seen < max(cfg.min_history, cfg.window) or len(values) < cfg.window:
             return None
         logs = np.log10(np.maximum(values, 1e-45))
-        steps = np.arange(len(logs), dtype=np.float64)
+        steps = np.arange(len(logs))
         slope, intercept = np.polyfit(steps, logs, 1)
-        residual = logs - (slope * steps + intercept)
-        spread = float(np.sum((logs - logs.mean()) ** 2))
-        r2 = 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 0.0
         rise = float(slope) * (len(logs) - 1)
-        if rise < cfg.growth_decades or r2 < _MIN_R2:
+        if rise < cfg.growth_decades:
+            return None
+        # a rise > 0 has a spread > 0
+        residual = logs - (slope * steps + intercept)
+        r2 = 1.0 - float(np.sum(residual**2)) / float(np.sum((logs - logs.mean()) ** 2))
+        if r2 < _MIN_R2:
             return None
         return self._alert(
             record, ctx, "growth", "critical", [], rise, cfg.growth_decades,

@@ -65,8 +65,9 @@ class VanishingDetector(GradientDetector):
         super().__init__(config)
         self._depth_streak = 0
         self._floor_streak = 0
-        self._flowed = np.zeros(0, dtype=bool)
-        self._zero_streaks = np.zeros(0, dtype=np.int64)
+        # sized on the first step (no record has 0 layers): these empty arrays are only ever saved
+        self._flowed = np.zeros(0, dtype=bool)  # pragma: no mutate
+        self._zero_streaks = np.zeros(0, dtype=np.int64)  # pragma: no mutate
 
     def update(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
         dead = self._dead(record, ctx)
@@ -76,7 +77,8 @@ class VanishingDetector(GradientDetector):
         norms, has = record.layer_norms, record.has_grad
         if self._flowed.size != norms.size:
             self._flowed = np.zeros(norms.size, dtype=bool)
-            self._zero_streaks = np.zeros(norms.size, dtype=np.int64)
+            # counts: as floats they would count, compare and save (as 1.0 for 1) the same
+            self._zero_streaks = np.zeros(norms.size, dtype=np.int64)  # pragma: no mutate
         zero = has & (norms == 0)
         if (zero | ~has).all():
             return None  # every gradient zero or missing: nothing to learn from this batch
@@ -111,9 +113,8 @@ class VanishingDetector(GradientDetector):
         observed, fitted = fit.first_last_ratio, fit.fitted_ratio
         depth_hit = observed < cfg.vanishing_depth_ratio and fitted < cfg.vanishing_depth_ratio
         largest = float(np.nanmax(norms))
-        with np.errstate(invalid="ignore"):
-            below = norms < largest * cfg.vanishing_depth_ratio
-            low = below & (norms < cfg.vanishing_floor)
+        below = norms < largest * cfg.vanishing_depth_ratio  # NaN compares False
+        low = below & (norms < cfg.vanishing_floor)
         self._depth_streak = self._depth_streak + 1 if depth_hit else 0
         self._floor_streak = self._floor_streak + 1 if low.any() else 0
         depth_on = self._depth_streak >= cfg.patience
