@@ -385,14 +385,11 @@ class GradFlowEngine:
         self.optimizer_steps[optimizer_index] = count + 1
         total = self.run.total_steps
         logged = is_due(count, self.log_every, total)
-        fixed = count == 0 or (total is not None and count == total - 1)
-        affordable = fixed or self._budget.allows()  # "auto" waits while outputs cost too much
-        histogram = is_due(count, self._histogram_every, total) and (
-            affordable or self.histogram_every_n_steps != "auto"
-        )
-        plot = is_due(count, self._plot_every, total) and (
-            affordable or self.plot_every_n_steps != "auto"
-        )
+        histogram = is_due(count, self._histogram_every, total)
+        plot = is_due(count, self._plot_every, total)
+        if self._budgeted(count, histogram, plot) and not self._affordable():
+            histogram = histogram and self.histogram_every_n_steps != "auto"
+            plot = plot and self.plot_every_n_steps != "auto"
         checked = is_due(count, self.check_every)
         snapshot = logged and self.log_update_ratios
         collector.capture(
@@ -645,6 +642,23 @@ class GradFlowEngine:
             self._deferred = "stop" if action == "stop" else self._deferred
         self._collector = None
         return self._ensure_collector(model)  # its summary.remap starts a new band
+
+    def _budgeted(self, count: int, histogram: bool, plot: bool) -> bool:
+        """An ``"auto"`` output is due at a step other than the first and the last."""
+        total = self.run.total_steps
+        if count == 0 or (total is not None and count == total - 1):
+            return False
+        return (histogram and self.histogram_every_n_steps == "auto") or (
+            plot and self.plot_every_n_steps == "auto"
+        )
+
+    def _affordable(self) -> bool:
+        """Whether the outputs are within their time budget on every rank.
+
+        Clocks differ between ranks, and a step that one rank plans for a picture and another
+        not would flush (a collective) on one rank only: every rank takes the same answer.
+        """
+        return not self.run.reduce_any(not self._budget.allows())
 
     def _captured_step(self) -> int:
         return self._captured[0] if self._captured is not None else 0

@@ -21,3 +21,17 @@ def test_one_rank_alerting_stops_or_raises_on_both(tmp_path, action):
     assert rank0["step"] == rank1["step"] == 6  # the batch of step 5 is done
     if action == "stop":
         assert (rank0["stop_kinds"], rank1["stop_kinds"]) == ([], ["nonfinite"])
+
+
+def test_auto_pictures_are_decided_the_same_on_every_rank(tmp_path):
+    """Rank 0's time budget allows every ``"auto"`` picture, rank 1's none: all ranks take the
+    stricter answer, so no rank flushes alone (which would hang), and only the first and the
+    last step get pictures."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_module("tests.scripts.ddp_budget", str(tmp_path), timeout=180)
+    steps = [json.loads((tmp_path / f"rank{r}.json").read_text())["step"] for r in (0, 1)]
+    assert steps == [40, 40]
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("grad_flow/picture")] == [0, 39]
