@@ -112,3 +112,27 @@ def test_invalid_column_limit_and_norm_count_are_refused():
     history = FlowHistory(["a", "b"])
     with pytest.raises(ValueError, match="3 norms for 2 layers"):
         history.add(0, np.ones(3))
+
+
+@pytest.mark.parametrize("names", [[], ["a", "b"]])
+def test_an_empty_history_restored_from_json_keeps_integer_steps_and_boolean_marks(names):
+    restored = FlowHistory(max_columns=4)
+    restored.load_state_dict(json.loads(json.dumps(FlowHistory(names).state_dict())))
+    restored.remap(["a", "b"])
+    restored.add(3, np.array([np.inf, 1e-2]))
+    restored.add(4, np.array([1.0, 0.0]))
+    state = restored.state_dict()
+    assert state["steps"] == [3, 4] and state["widths"] == [1, 1]
+    assert state["log_count"] == [[0, 1], [1, 1]]
+    counts = (*state["steps"], *state["widths"], *state["log_count"][1])
+    assert all(type(v) is int for v in counts)
+    np.testing.assert_array_equal(restored.log10_norms(), [[INF, 0.0], [-2.0, ZERO_LOG10]])
+
+
+def test_restoring_exactly_max_columns_keeps_every_column():
+    full = FlowHistory(["a", "b"], max_columns=4)
+    _decades(full, range(4))
+    restored = FlowHistory(max_columns=4)
+    restored.load_state_dict(full.state_dict())
+    assert restored.steps.tolist() == [0, 1, 2, 3] and restored.stride == 1
+    np.testing.assert_array_equal(restored.log10_norms(), full.log10_norms())
