@@ -168,3 +168,14 @@ def test_the_range_is_the_largest_finite_magnitude(values, largest):
     assert maxabs.item() == largest
     finite = sum(v == v and abs(v) != float("inf") for v in values) + 1
     assert counts.sum().item() == finite  # NaN and Inf are left out
+
+
+def test_counts_stay_on_the_gradients_device():
+    meta = torch.device("meta")  # a device other than the CPU, without an accelerator
+    grads = [torch.ones(3, device=meta), torch.ones(2, 2, dtype=torch.float64, device=meta)]
+    counts = log_magnitude_histogram(grads, LogBins())
+    assert counts.device == meta and counts.dtype == torch.float64
+    assert counts.shape == (LogBins().num_buckets,)
+    linear, maxabs = linear_histogram(grads, num_bins=4)
+    assert linear.device == maxabs.device == meta and linear.shape == (4,)
+    assert max_magnitude(grads).device == meta
