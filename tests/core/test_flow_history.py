@@ -1,6 +1,7 @@
 """FlowHistory: bounded columns by pairwise merging, the cell rules, remap by name, state."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -136,3 +137,20 @@ def test_restoring_exactly_max_columns_keeps_every_column():
     restored.load_state_dict(full.state_dict())
     assert restored.steps.tolist() == [0, 1, 2, 3] and restored.stride == 1
     np.testing.assert_array_equal(restored.log10_norms(), full.log10_norms())
+
+
+def test_a_cell_with_fewer_than_half_zeros_averages_only_its_nonzero_steps():
+    history = FlowHistory(["a"], max_columns=3)
+    for step, norm in enumerate([1e-1, 0.0, 1e-3, 1e-3, 0.0, 1e-2, 1e-4]):
+        history.add(step, np.array([norm]))
+    # columns: steps 0-3 (one zero of four) and 4-6 (one zero of three: a third, not half)
+    assert history.steps.tolist() == [0, 4] and history.widths.tolist() == [4, 3]
+    np.testing.assert_allclose(history.log10_norms(), [[-7 / 3, -3.0]])
+
+
+def test_reading_cells_without_a_gradient_raises_no_warning():
+    history = FlowHistory(["frozen", "zero"])
+    history.add(0, np.array([np.nan, 0.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in divide"
+        np.testing.assert_array_equal(history.log10_norms(), [[np.nan], [ZERO_LOG10]])

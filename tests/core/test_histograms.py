@@ -164,6 +164,7 @@ def test_the_range_is_the_largest_finite_magnitude(values, largest):
     tensors = [torch.tensor(values), torch.tensor([0.0])]
     assert max_magnitude(tensors).item() == largest
     assert max_magnitude(tensors).dtype == torch.float64
+    assert max_magnitude(tensors[:1]).item() == largest
     counts, maxabs = linear_histogram(tensors, num_bins=2)
     assert maxabs.item() == largest
     finite = sum(v == v and abs(v) != float("inf") for v in values) + 1
@@ -179,3 +180,5 @@ def test_counts_stay_on_the_gradients_device():
     linear, maxabs = linear_histogram(grads, num_bins=4)
     assert linear.device == maxabs.device == meta and linear.shape == (4,)
     assert max_magnitude(grads).device == meta
+    empty = [torch.ones(0, device=meta)]  # no values: the range is a zero made on that device
+    assert max_magnitude(empty).device == linear_histogram(empty, num_bins=2)[1].device == meta
