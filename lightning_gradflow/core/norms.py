@@ -32,12 +32,14 @@ _NORM_DTYPE = {
     torch.complex32: torch.complex64,
 }
 
+_COMPRESSED = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
 
 def dense_values(tensor: Tensor) -> Tensor:
     """The tensor itself, or the stored values of a sparse tensor (duplicates summed)."""
     if tensor.layout == torch.sparse_coo:
         return tensor.coalesce().values()
-    if tensor.is_sparse_csr or tensor.layout in (torch.sparse_csc, torch.sparse_bsr):
+    if tensor.layout in _COMPRESSED:
         return tensor.values()
     return tensor
 

@@ -83,7 +83,7 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """See :meth:`lightning_gradflow.engine.GradFlowEngine.gradient_summary`."""
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore"):  # 0 / 0: a layer without a gradient
             means = self.log_sum / self.log_count
             zero_share = self.zero_steps / self.grad_steps
             means[zero_share >= 0.5] = np.nan

@@ -1,6 +1,7 @@
 """FlowHistory: bounded columns by pairwise merging, the cell rules, remap by name, state."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -112,3 +113,44 @@ def test_invalid_column_limit_and_norm_count_are_refused():
     history = FlowHistory(["a", "b"])
     with pytest.raises(ValueError, match="3 norms for 2 layers"):
         history.add(0, np.ones(3))
+
+
+@pytest.mark.parametrize("names", [[], ["a", "b"]])
+def test_an_empty_history_restored_from_json_keeps_integer_steps_and_boolean_marks(names):
+    restored = FlowHistory(max_columns=4)
+    restored.load_state_dict(json.loads(json.dumps(FlowHistory(names).state_dict())))
+    restored.remap(["a", "b"])
+    restored.add(3, np.array([np.inf, 1e-2]))
+    restored.add(4, np.array([1.0, 0.0]))
+    state = restored.state_dict()
+    assert state["steps"] == [3, 4] and state["widths"] == [1, 1]
+    assert state["log_count"] == [[0, 1], [1, 1]]
+    counts = (*state["steps"], *state["widths"], *state["log_count"][1])
+    assert all(type(v) is int for v in counts)
+    np.testing.assert_array_equal(restored.log10_norms(), [[INF, 0.0], [-2.0, ZERO_LOG10]])
+
+
+def test_restoring_exactly_max_columns_keeps_every_column():
+    full = FlowHistory(["a", "b"], max_columns=4)
+    _decades(full, range(4))
+    restored = FlowHistory(max_columns=4)
+    restored.load_state_dict(full.state_dict())
+    assert restored.steps.tolist() == [0, 1, 2, 3] and restored.stride == 1
+    np.testing.assert_array_equal(restored.log10_norms(), full.log10_norms())
+
+
+def test_a_cell_with_fewer_than_half_zeros_averages_only_its_nonzero_steps():
+    history = FlowHistory(["a"], max_columns=3)
+    for step, norm in enumerate([1e-1, 0.0, 1e-3, 1e-3, 0.0, 1e-2, 1e-4]):
+        history.add(step, np.array([norm]))
+    # columns: steps 0-3 (one zero of four) and 4-6 (one zero of three: a third, not half)
+    assert history.steps.tolist() == [0, 4] and history.widths.tolist() == [4, 3]
+    np.testing.assert_allclose(history.log10_norms(), [[-7 / 3, -3.0]])
+
+
+def test_reading_cells_without_a_gradient_raises_no_warning():
+    history = FlowHistory(["frozen", "zero"])
+    history.add(0, np.array([np.nan, 0.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in divide"
+        np.testing.assert_array_equal(history.log10_norms(), [[np.nan], [ZERO_LOG10]])

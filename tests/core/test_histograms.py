@@ -3,7 +3,12 @@ import re
 import pytest
 import torch
 
-from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
+from lightning_gradflow.core.histograms import (
+    LogBins,
+    linear_histogram,
+    log_magnitude_histogram,
+    max_magnitude,
+)
 
 
 def test_counts_sum_to_element_count_with_zeros_and_nonfinite():
@@ -104,3 +109,76 @@ def test_sparse_implicit_zeros_are_counted_like_dense_zeros(num_bins, expected):
     log_counts = log_magnitude_histogram([grad], bins)
     assert log_counts.tolist() == log_magnitude_histogram([grad.to_dense()], bins).tolist()
     assert log_counts[0].item() == 776
+
+
+def test_no_tensors_give_empty_float64_counts_and_a_zero_range():
+    counts = log_magnitude_histogram([], LogBins(low_exp=-2, high_exp=2, per_decade=1))
+    assert counts.dtype == torch.float64 and counts.tolist() == [0.0] * 6
+    linear, maxabs = linear_histogram([], num_bins=4)
+    assert linear.dtype == maxabs.dtype == torch.float64
+    assert linear.tolist() == [0.0] * 4 and maxabs.item() == 0.0
+    assert max_magnitude([]).dtype == torch.float64 and max_magnitude([]).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "bin_index"),
+    [
+        # log10 is -3.00024 (bin [-3.25, -3)) but -3.0 when taken in bfloat16
+        (torch.bfloat16, 0.00099945068359375, 4),
+        # log10 is -2.75085 (bin [-3, -2.75)) but -2.75 when taken in float16
+        (torch.float16, 0.0017747879028320312, 5),
+    ],
+)
+def test_half_precision_values_land_in_the_bins_of_their_exact_log10(dtype, value, bin_index):
+    grad = torch.tensor([value, -value], dtype=dtype)
+    assert grad.double()[0].item() == value  # exactly representable
+    counts = log_magnitude_histogram([grad], LogBins(low_exp=-4, high_exp=0, per_decade=4))
+    expected = [0.0] * 18
+    expected[bin_index] = 2.0  # bucket 0 holds zeros: value bin i is bucket i + 1
+    assert counts.dtype == torch.float64 and counts.tolist() == expected
+
+
+def test_a_range_below_one_still_spans_the_bins():
+    counts, maxabs = linear_histogram([torch.tensor([-0.5, 0.25, 0.5])], num_bins=4)
+    assert maxabs.item() == 0.5
+    assert counts.dtype == torch.float64
+    assert counts.tolist() == [1.0, 0.0, 0.0, 2.0]  # scaled: -1 | .5, 1
+
+
+def test_an_all_zero_gradient_fills_the_bin_that_holds_zero():
+    counts, maxabs = linear_histogram([torch.zeros(6), torch.zeros(2)], num_bins=5)
+    assert maxabs.item() == 0.0
+    assert counts.tolist() == [0.0, 0.0, 8.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "largest"),
+    [
+        ([0.5, float("nan")], 0.5),
+        ([0.5, float("inf")], 0.5),
+        ([-0.25, float("-inf"), 0.125], 0.25),
+        ([float("nan"), float("inf")], 0.0),
+    ],
+)
+def test_the_range_is_the_largest_finite_magnitude(values, largest):
+    tensors = [torch.tensor(values), torch.tensor([0.0])]
+    assert max_magnitude(tensors).item() == largest
+    assert max_magnitude(tensors).dtype == torch.float64
+    assert max_magnitude(tensors[:1]).item() == largest
+    counts, maxabs = linear_histogram(tensors, num_bins=2)
+    assert maxabs.item() == largest
+    finite = sum(v == v and abs(v) != float("inf") for v in values) + 1
+    assert counts.sum().item() == finite  # NaN and Inf are left out
+
+
+def test_counts_stay_on_the_gradients_device():
+    meta = torch.device("meta")  # a device other than the CPU, without an accelerator
+    grads = [torch.ones(3, device=meta), torch.ones(2, 2, dtype=torch.float64, device=meta)]
+    counts = log_magnitude_histogram(grads, LogBins())
+    assert counts.device == meta and counts.dtype == torch.float64
+    assert counts.shape == (LogBins().num_buckets,)
+    linear, maxabs = linear_histogram(grads, num_bins=4)
+    assert linear.device == maxabs.device == meta and linear.shape == (4,)
+    assert max_magnitude(grads).device == meta
+    empty = [torch.ones(0, device=meta)]  # no values: the range is a zero made on that device
+    assert max_magnitude(empty).device == linear_histogram(empty, num_bins=2)[1].device == meta

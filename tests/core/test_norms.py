@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gradflow.core.norms import squared_norms_by_layer
+from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
+from lightning_gradflow.core.norms import LayerNormPlan, squared_norms_by_layer
 from tests.helpers.dispatch import OpRecorder
 
 
@@ -100,3 +101,52 @@ def test_one_norm_kernel_per_dtype_and_the_layer_index_cached_per_group():
         "torch.float64",
     ]
     assert cache[(torch.device("cpu"), torch.float32, (0, 2))].tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "to_layout",
+    [
+        lambda d: d.to_sparse_csr(),
+        lambda d: d.to_sparse_csc(),
+        lambda d: d.to_sparse_bsr((1, 2)),
+        lambda d: d.to_sparse_bsc((2, 1)),
+    ],
+    ids=["csr", "csc", "bsr", "bsc"],
+)
+def test_compressed_sparse_layouts_count_like_their_dense_tensor(to_layout):
+    dense = torch.tensor([[0.0, 3.0], [5.0, 0.0], [0.0, 0.0], [12.0, 0.0]])
+    sparse = to_layout(dense)
+    assert squared_norms_by_layer([sparse], [0], num_layers=1).tolist() == pytest.approx([178.0])
+    bins = LogBins(low_exp=-1, high_exp=2, per_decade=1)
+    assert log_magnitude_histogram([sparse], bins).tolist() == [5.0, 0.0, 2.0, 1.0, 0.0]
+    counts, maxabs = linear_histogram([sparse], num_bins=3)
+    assert maxabs.item() == 12.0 and counts.tolist() == [0.0, 6.0, 2.0]  # 0, 3 | 5, 12 over 12
+
+
+def test_the_result_lives_on_the_tensors_device_or_the_one_asked_for():
+    meta = torch.device("meta")  # a device other than the CPU, without an accelerator
+    assert squared_norms_by_layer([torch.ones(3, device=meta)], [0], 2).device == meta
+    assert squared_norms_by_layer([], [], 2, device=meta).device == meta
+    plan = LayerNormPlan([torch.ones(3, device=meta)], [1], 2, meta)
+    assert plan([torch.ones(3, device=meta)]).device == meta
+
+
+def test_a_plan_over_mixed_dtypes_matches_the_general_function():
+    dtypes = [torch.float32, torch.float16, torch.float32, torch.float64, torch.float32]
+    tensors = [torch.full((n,), float(n), dtype=d) for n, d in enumerate(dtypes, start=1)]
+    layer_index = [0, 2, 1, 2, 0]  # float16 and float64 alone in their groups
+    plan = LayerNormPlan(tensors, layer_index, num_layers=4, device=torch.device("cpu"))
+    again = [t * 2 for t in tensors]
+    # by hand: n elements of value n have squared norm n**3, doubled values 4 * n**3
+    expected = [4.0 * (1 + 125), 4.0 * 27, 4.0 * (8 + 64), 0.0]
+    assert plan(again).tolist() == pytest.approx(expected, rel=1e-6)
+    assert squared_norms_by_layer(again, layer_index, num_layers=4).tolist() == pytest.approx(
+        expected, rel=1e-6
+    )
+    assert plan(again).dtype == torch.float64
+
+
+def test_a_plan_without_tensors_gives_zeros_and_a_length_mismatch_is_an_error():
+    assert LayerNormPlan([], [], 2, torch.device("cpu"))([]).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="1 tensors but 2 layer indices"):
+        LayerNormPlan([torch.ones(1)], [0, 1], 2, torch.device("cpu"))

@@ -157,3 +157,54 @@ def test_an_engine_step_keeps_zero_and_dead_layers_visible():
     assert row["grad_flow/min_log10_norm"] == ZERO_LOG10
     assert math.isclose(row["grad_flow/max_log10_norm"], row["grad_log10_norm/00.first"])
     assert engine.run_summary()["grad_flow/dead_layers"] == 2.0
+
+
+def test_step_scalars_without_weights_count_nonfinite_layers_and_skip_nonfinite_ratios():
+    record = StepRecord(
+        step=2,
+        optimizer_index=0,
+        layer_norms=np.array([np.inf, 1e-2, np.nan, 0.0]),
+        has_grad=np.array([True, True, True, True]),
+        total_norm=np.inf,
+        update_ratios=np.array([np.nan, np.inf, 1e-2, 1e-4]),
+    )
+    metrics = step_scalars(record, depth_tags(["a", "b", "c", "d"]), floor=1e-3)
+    assert metrics["grad_norm/total"] == np.inf
+    assert metrics["grad_nonfinite/layers"] == 2.0  # the Inf and the NaN layer
+    assert metrics["grad_flow/dead_layers"] == 1.0  # the zero layer
+    assert np.isnan(metrics["grad_log10_norm/00.a"]) and np.isnan(metrics["grad_log10_norm/02.c"])
+    assert metrics["grad_log10_norm/01.b"] == pytest.approx(-2.0)
+    assert metrics["grad_log10_norm/03.d"] == ZERO_LOG10
+    assert not any(tag.startswith("weight_norm/") for tag in metrics)
+    ratios = {tag: value for tag, value in metrics.items() if tag.startswith("update_ratio")}
+    assert ratios == {
+        "update_ratio_log10/02.c": pytest.approx(-2.0),
+        "update_ratio_log10/03.d": pytest.approx(-4.0),
+    }
+    assert "grad_flow/gamma" not in metrics  # one usable layer: no fit
+
+
+def test_step_scalars_without_update_ratios_write_none():
+    record = StepRecord(
+        step=0,
+        optimizer_index=0,
+        layer_norms=np.array([1e-3, 1.0]),
+        has_grad=np.array([True, True]),
+        total_norm=1.0,
+        weight_norms=np.array([0.5, 2.0]),
+    )
+    metrics = step_scalars(record, depth_tags(["a", "b"]), floor=1e-5)
+    assert not any(tag.startswith("update_ratio") for tag in metrics)
+    assert (metrics["weight_norm/00.a"], metrics["weight_norm/01.b"]) == (0.5, 2.0)
+    assert metrics["grad_nonfinite/layers"] == 0.0
+    assert metrics["grad_flow/first_last_ratio"] == pytest.approx(1e-3)
+    assert metrics["grad_flow/log10_first_last_ratio"] == pytest.approx(-3.0)
+
+
+@pytest.mark.parametrize(
+    ("count", "first", "last"),
+    [(10, "00.l0", "09.l9"), (1000, "000.l0", "999.l999"), (1001, "0000.l0", "1000.l1000")],
+)
+def test_depth_tags_pad_to_the_widest_index(count, first, last):
+    tags = depth_tags([f"l{i}" for i in range(count)])
+    assert (tags[0], tags[-1]) == (first, last)
