@@ -85,6 +85,7 @@ from lightning_gradflow.core.schedule import (
     Interval,
     check_interval,
     is_due,
+    is_first_or_last,
     resolve_interval,
 )
 from lightning_gradflow.core.sinks import GradFlowWarning, Sink, Sinks
@@ -573,14 +574,15 @@ class GradFlowEngine:
             self.layers = [
                 Layer(clean_name(layer.name), layer.param_names, layer.params) for layer in layers
             ]
-            self._tags = depth_tags([layer.name for layer in self.layers])
+            names = [layer.name for layer in self.layers]
+            self._tags = depth_tags(names)
             if not self.layers:
                 self.warn_once(
                     "no parameters",
                     "GradFlowMonitor: the model has no parameters; nothing to monitor.",
                 )
-            self._summary.remap([layer.name for layer in self.layers])
-            self._history.remap([layer.name for layer in self.layers])
+            self._summary.remap(names)
+            self._history.remap(names)
             sharded = self.run.sharded if self.sharded is None else self.sharded
             self._collector = GradientCollector(
                 self.layers,
@@ -645,8 +647,7 @@ class GradFlowEngine:
 
     def _budgeted(self, count: int, histogram: bool, plot: bool) -> bool:
         """An ``"auto"`` output is due at a step other than the first and the last."""
-        total = self.run.total_steps
-        if count == 0 or (total is not None and count == total - 1):
+        if is_first_or_last(count, self.run.total_steps):
             return False
         return (histogram and self.histogram_every_n_steps == "auto") or (
             plot and self.plot_every_n_steps == "auto"

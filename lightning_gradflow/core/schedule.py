@@ -58,6 +58,16 @@ def resolve_interval(value: Interval, total_steps: int | None) -> int | None:
     return max(1, min(AUTO_MAX, math.ceil(total_steps / AUTO_PER_RUN)))
 
 
+def is_first_or_last(step: int, total_steps: int | None) -> bool:
+    """Step 0, or the run's last step when its length is known.
+
+    Example:
+        >>> is_first_or_last(0, None), is_first_or_last(9, 10), is_first_or_last(9, None)
+        (True, True, False)
+    """
+    return step == 0 or (total_steps is not None and step == total_steps - 1)
+
+
 def is_due(step: int, every: int | None, total_steps: int | None = None) -> bool:
     """Whether ``step`` (0-based) is due: a multiple of ``every``, or the run's last step.
 
@@ -67,7 +77,7 @@ def is_due(step: int, every: int | None, total_steps: int | None = None) -> bool
     """
     if every is None:
         return False
-    return step % every == 0 or (total_steps is not None and step == total_steps - 1)
+    return step % every == 0 or is_first_or_last(step, total_steps)
 
 
 class CostBudget:

@@ -128,13 +128,13 @@ def step_scalars(
     summary = depth_summary(record.layer_norms, record.has_grad, floor)
     metrics.update({f"{tag}{suffix}": value for tag, value in summary.items()})
     logs = log10_norms(record.layer_norms)
+    ratios = None if record.update_ratios is None else log10_norms(record.update_ratios)
     for i, tag in enumerate(tags):
         if not record.has_grad[i]:
             continue
         metrics[f"grad_log10_norm/{tag}"] = float(logs[i])
         if record.weight_norms is not None:
             metrics[f"weight_norm/{tag}"] = float(record.weight_norms[i])
-        ratio = None if record.update_ratios is None else record.update_ratios[i]
-        if ratio is not None and np.isfinite(ratio):
-            metrics[f"update_ratio_log10/{tag}"] = float(log10_norms(np.array([ratio]))[0])
+        if ratios is not None and np.isfinite(ratios[i]):  # a NaN/Inf ratio is left out
+            metrics[f"update_ratio_log10/{tag}"] = float(ratios[i])
     return metrics
