@@ -12,6 +12,9 @@ variant, min and median over repeats:
   CUDA it is the device time between CUDA events recorded around that code, plus the host
   time. Work that a writer hands to a background thread or process (TensorBoard's event
   writer thread, the W&B service) is not in it: it shows in the end-to-end ratio only.
+* **own wall**: the wall-clock time the training thread spent inside the same code, waits
+  included (a writer's queue that is full, a lock held by its thread); on a shared machine it
+  also holds time the thread was preempted, so read its minimum.
 * **e2e**: mean step time (wall clock, CUDA events on a GPU) divided by bare training's in the
   same repeat.
 
@@ -99,15 +102,17 @@ class Clock:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.host = 0.0
+        self.wall = 0.0
         self.events: list[tuple[Any, Any]] = []
 
     def reset(self) -> None:
         self.host = 0.0
+        self.wall = 0.0
         self.events = []
 
     def timed(self, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
-            start = time.thread_time()
+            start, wall = time.thread_time(), time.perf_counter()
             begin = torch.cuda.Event(enable_timing=True) if self.cuda else None
             if begin is not None:
                 begin.record()
@@ -119,6 +124,7 @@ class Clock:
                     end.record()
                     self.events.append((begin, end))
                 self.host += time.thread_time() - start
+                self.wall += time.perf_counter() - wall
 
         return wrapper
 
@@ -322,6 +328,7 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> dict[s
         "wall": statistics.fmean(wall),
         "cpu": statistics.fmean(cpu),
         "own": own / len(wall),
+        "own_wall": clock.wall / len(wall),
         "own_share": own / (sum(wall if device.type == "cuda" else cpu) - own),
         "quiet": statistics.median(quiet),
         "logged": statistics.fmean(logged),
@@ -333,7 +340,7 @@ def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str,
     rows = []
     for variant, results in runs.items():
         row: dict[str, Any] = {"variant": variant}
-        for key in ("own", "own_share", "quiet", "logged"):
+        for key in ("own", "own_wall", "own_share", "quiet", "logged"):
             values = [r[key] for r in results]
             row[key] = (min(values), statistics.median(values))
         for clock in ("wall", "cpu"):
@@ -346,7 +353,7 @@ def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str,
     default, periodic = by["gradflow_default"], by[f"gradflow_periodic_{k}"]
     scale = k / 500
     amortised = {"variant": "gradflow_default (amortised, 500-step work included)"}
-    for key in ("own", "own_share", "quiet", "logged", "e2e_wall", "e2e_cpu"):
+    for key in ("own", "own_wall", "own_share", "quiet", "logged", "e2e_wall", "e2e_cpu"):
         amortised[key] = tuple(
             d + (p - d) * scale for d, p in zip(default[key], periodic[key], strict=True)
         )
@@ -363,11 +370,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: floa
         "variant's own time per step over the measured window (share: of the rest of the "
         "step); logged step: mean own time of the variant's dearest steps, as many as there "
         f"are multiples of {args.hist_every} in the window (its histograms, logging); quiet "
-        "step: median own time of the others.",
+        "step: median own time of the others. Own wall: wall-clock time inside the same code, "
+        "waits on writer queues included (and preemption on a shared machine: read the min).",
         "",
-        "| variant | own ms/step | own share | quiet step ms | logged step ms "
-        "| e2e wall ratio | e2e CPU ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | own ms/step | own share | own wall ms/step | quiet step ms "
+        "| logged step ms | e2e wall ratio | e2e CPU ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         own, share, wall, cpu = r["own"], r["own_share"], r["e2e_wall"], r["e2e_cpu"]
@@ -375,6 +383,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: floa
         lines.append(
             f"| {r['variant']} | {1e3 * own[0]:.3f} / {1e3 * own[1]:.3f} "
             f"| {100 * share[0]:.2f} % / {100 * share[1]:.2f} % "
+            f"| {1e3 * r['own_wall'][0]:.3f} / {1e3 * r['own_wall'][1]:.3f} "
             f"| {1e3 * quiet[0]:.3f} / {1e3 * quiet[1]:.3f} "
             f"| {1e3 * logged[0]:.1f} / {1e3 * logged[1]:.1f} "
             f"| {wall[0]:.3f} / {wall[1]:.3f} | {cpu[0]:.3f} / {cpu[1]:.3f} |"

@@ -393,6 +393,10 @@ class GradFlowEngine:
             plot = plot and self.plot_every_n_steps != "auto"
         checked = is_due(count, self.check_every)
         snapshot = logged and self.log_update_ratios
+        # The weights are read where the update check can use them: a logged step (its update
+        # measured), a check step and the step after it (the RMS before and after its update).
+        # Other steps read the gradients alone.
+        after_check = count > 0 and is_due(count - 1, self.check_every)
         collector.capture(
             step=step,
             params=params,
@@ -400,6 +404,7 @@ class GradFlowEngine:
             weights=logged and self.log_weight_norms,
             histograms=histogram,
             snapshot=snapshot,
+            weight_rms=logged or checked or after_check,
         )
         self._plans.append(_Plan(log=logged, plot=plot))
         self._snapshot_pending = self._snapshot_pending or snapshot

@@ -49,10 +49,11 @@ class FabricGradFlow(GradFlow):
         sinks: list[Sink] = []
         log_dir = None
         for logger in fabric.loggers if fabric.is_global_zero else ():
-            sinks.append(LoggerScalars(logger))  # Fabric's loggers write the scalars
-            if isinstance(logger, TensorBoardLogger):
-                sinks.append(TensorBoardWriter(logger.experiment))
+            if isinstance(logger, TensorBoardLogger):  # its scalars too, one event a step
+                sinks.append(TensorBoardWriter.for_logger(logger))
                 log_dir = log_dir or logger.log_dir
+            else:
+                sinks.append(LoggerScalars(logger))  # Fabric's loggers write the scalars
         strategy = fabric.strategy
         run = RunContext(
             sinks=sinks,

@@ -58,8 +58,9 @@ class GradFlowMonitor(GradFlowHooks, Callback):
         plot_every_n_steps: gradient-flow picture interval, as above.
         granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
             element of the outermost ``ModuleList``/``Sequential``, for very deep models).
-        log_weight_norms: log per-layer weight norms on logged steps (computed every step
-            anyway, in the gradients' batched norm, for the ``exploding`` update check).
+        log_weight_norms: log per-layer weight norms on logged steps (the weights are read
+            there anyway, in the gradients' batched norm, for the ``exploding`` update check;
+            other steps read the gradients alone, except check steps and the step after each).
         log_update_ratios: log per-layer update-to-weight ratios on logged steps. Memory: a
             copy of every parameter (in its dtype) is held from the capture until the
             optimizer has stepped, so a logged step's peak grows by the parameters' size (the

@@ -179,10 +179,11 @@ class GradFlowHooks:
 
         sinks: list[Sink] = [ConsoleSink()]
         for logger in trainer.loggers:
-            sinks.append(LoggerScalars(logger))
             if isinstance(logger, self.framework.tensorboard_logger):
-                sinks.append(TensorBoardWriter(logger.experiment))
-            elif isinstance(logger, self.framework.wandb_logger):
+                sinks.append(TensorBoardWriter.for_logger(logger))  # scalars in one event
+                continue
+            sinks.append(LoggerScalars(logger))
+            if isinstance(logger, self.framework.wandb_logger):
                 sinks.append(WandbWriter(logger.experiment))
         return [*sinks, AlertFile.in_dir(log_dir), *self.extra_sinks]
 

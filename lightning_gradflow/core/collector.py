@@ -58,9 +58,10 @@ class StepRecord:
         total_norm: L2 norm over all gradients of the step (what ``clip_grad_norm_`` returns).
         loss: training loss of the step (mean over micro-batches and ranks), if known.
         weight_norms: per-layer parameter norm before the update (logged steps only).
-        weight_rms: per-layer root-mean-square parameter value before the update, on every step
-            (``NaN`` for layers the optimizer does not update); consecutive steps bound the
-            update ratio where none was measured: ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``.
+        weight_rms: per-layer root-mean-square parameter value before the update, on the steps
+            captured with ``weight_rms`` (``NaN`` for layers the optimizer does not update);
+            consecutive steps bound the update ratio where none was measured:
+            ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``.
         update_ratios: per-layer ``||Δθ|| / ||θ||`` of this update (logged steps only).
         log_histograms: ``(layers, buckets)`` counts of log10|g| (histogram steps only).
         linear_histograms: ``(counts (layers, bins), max magnitude (layers,))`` if requested.
@@ -104,7 +105,8 @@ class _Layout:
     weight_index: list[int]
     device: torch.device
     counts: Tensor
-    plan: LayerNormPlan | None
+    plan: LayerNormPlan | None  # the gradients and the weights in one batched norm
+    grad_plan: LayerNormPlan | None  # the gradients alone
 
 
 class GradientCollector:
@@ -183,6 +185,7 @@ class GradientCollector:
         weights: bool = False,
         histograms: bool = False,
         snapshot: bool = False,
+        weight_rms: bool = True,
     ) -> None:
         """Record the gradients of ``params`` for optimizer step ``step`` (on device, no sync).
 
@@ -194,11 +197,13 @@ class GradientCollector:
             step: the optimizer step these gradients will be applied at.
             params: the parameters the optimizer is about to update.
             optimizer_index: which optimizer.
-            weights: also report per-layer weight norms (their root-mean-square values are
-                computed on every step, in the same batched norm as the gradients').
+            weights: also report per-layer weight norms.
             histograms: also compute per-layer histograms.
             snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
                 the update-to-weight ratio.
+            weight_rms: report the weights' root-mean-square values. The weights are read (in
+                the same batched norm as the gradients) when this, ``weights`` or ``snapshot``
+                is set; without any of them a step reads the gradients alone.
         """
         if params is not self._params:
             self._params = params if isinstance(params, list) else list(params)
@@ -213,7 +218,7 @@ class GradientCollector:
             layout = self._layouts[key] = self._layout(known, present, grads)
         pending = _Pending(step, optimizer_index, layout.has_grad.copy(), weights)
         with torch.no_grad():
-            to_reduce = self._norms(layout, present, known)
+            to_reduce = self._norms(layout, present, known, weights or weight_rms or snapshot)
             grads_local = self._local(present)
             if histograms:
                 to_reduce["log_hist"] = self._log_histograms(
@@ -250,37 +255,44 @@ class GradientCollector:
         has_grad = np.zeros(self.num_layers, dtype=bool)
         has_grad[grad_index] = True
         device = self._device(known)
-        plan = None
-        if not self._reduced and known:  # one batched norm over the gradients and the weights
+        plan = grad_plan = None
+        if not self._reduced and known:  # batched norms planned once
             shifted = [i + self.num_layers for i in weight_index]
             plan = LayerNormPlan(
                 [*present, *known], [*grad_index, *shifted], 2 * self.num_layers, device
             )
+            grad_plan = LayerNormPlan(present, grad_index, self.num_layers, device)
         counts = self._counts(self._local(known), weight_index, device)
-        return _Layout(has_grad, grad_index, weight_index, device, counts, plan)
+        return _Layout(has_grad, grad_index, weight_index, device, counts, plan, grad_plan)
 
     def _norms(
-        self, layout: _Layout, present: list[Tensor], known: list[nn.Parameter]
+        self, layout: _Layout, present: list[Tensor], known: list[nn.Parameter], weights: bool
     ) -> dict[str, Tensor]:
-        """Per-layer squared gradient and weight norms and element counts, on the device."""
-        if layout.plan is not None:
+        """Per-layer squared gradient norms and, if ``weights``, squared weight norms and
+        element counts, on the device."""
+        num = self.num_layers
+        plan = layout.plan if weights else layout.grad_plan
+        if plan is not None:
             try:
-                both = layout.plan([*present, *known])
+                squares = plan([*present, *known] if weights else present)
             except NotImplementedError:  # a sparse gradient: the general path from now on
-                layout.plan = None
+                layout.plan = layout.grad_plan = None
             else:
-                num = self.num_layers
+                if not weights:
+                    return {"grad_sq": squares}
                 return {
-                    "grad_sq": both[:num],
-                    "weight_sq": both[num:],
+                    "grad_sq": squares[:num],
+                    "weight_sq": squares[num:],
                     "weight_count": layout.counts,
                 }
-        args = (self.num_layers, layout.device, self._index_cache)
-        return {
-            "grad_sq": squared_norms_by_layer(self._local(present), layout.grad_index, *args),
-            "weight_sq": squared_norms_by_layer(self._local(known), layout.weight_index, *args),
-            "weight_count": layout.counts,
-        }
+        args = (num, layout.device, self._index_cache)
+        norms = {"grad_sq": squared_norms_by_layer(self._local(present), layout.grad_index, *args)}
+        if weights:
+            norms["weight_sq"] = squared_norms_by_layer(
+                self._local(known), layout.weight_index, *args
+            )
+            norms["weight_count"] = layout.counts
+        return norms
 
     def after_optimizer_step(self) -> None:
         """Turn the parameter snapshot of the last captured step into update norms."""
@@ -317,12 +329,13 @@ class GradientCollector:
         grad_sq = values["grad_sq"]
         norms = np.where(pending.has_grad, np.sqrt(grad_sq), np.nan)
         total = float(np.sqrt(grad_sq[pending.has_grad].sum())) if pending.has_grad.any() else 0.0
-        weight_norms = np.sqrt(values["weight_sq"])
-        ratios = None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if "update_sq" in values:
-                ratios = np.sqrt(values["update_sq"]) / weight_norms
-            rms = np.sqrt(values["weight_sq"] / values["weight_count"])
+        weight_norms = rms = ratios = None
+        if "weight_sq" in values:
+            weight_norms = np.sqrt(values["weight_sq"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if "update_sq" in values:
+                    ratios = np.sqrt(values["update_sq"]) / weight_norms
+                rms = np.sqrt(values["weight_sq"] / values["weight_count"])
         linear = None
         if "lin_hist" in values:
             linear = (values["lin_hist"], values["lin_max"])

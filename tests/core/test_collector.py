@@ -208,3 +208,63 @@ def test_a_step_reads_gradients_and_weights_in_one_batched_norm():
     weight = model[2].weight.grad
     assert third.layer_norms[1] == pytest.approx(torch.linalg.vector_norm(weight).item())
     assert third.weight_norms[1] == pytest.approx(second.weight_rms[1] * math.sqrt(3 * 7 + 3))
+
+
+class _NormReads(OpRecorder):
+    """Also records how many tensors each ``_foreach_norm`` reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ == "_foreach_norm":
+            self.sizes.append(len(args[0]))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def test_a_step_without_weight_statistics_reads_the_gradients_alone():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    params = list(model.parameters())  # 6 tensors
+    with _NormReads() as rec:
+        collector.capture(0, params, weight_rms=False)
+        collector.capture(1, params)
+        collector.capture(2, params, weight_rms=False, weights=True)
+    assert rec.sizes == [6, 12, 12]
+    alone, both, weights = collector.flush()
+    assert (alone.weight_rms, alone.weight_norms, alone.update_ratios) == (None, None, None)
+    np.testing.assert_array_equal(alone.layer_norms, both.layer_norms)
+    assert alone.total_norm == both.total_norm and alone.has_grad.all()
+    np.testing.assert_array_equal(weights.weight_rms, both.weight_rms)
+    module = model[2]
+    values = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert weights.weight_norms[1] == pytest.approx(torch.linalg.vector_norm(values).item())
+
+
+def test_an_update_ratio_reads_the_weights_whatever_weight_rms_says():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, model.parameters(), weight_rms=False, snapshot=True)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    collector.after_optimizer_step()
+    [record] = collector.flush()
+    assert record.update_ratios is not None and (record.update_ratios > 0).all()
+    assert record.weight_rms is not None and record.weight_norms is not None
+
+
+def test_sparse_gradients_without_weight_statistics_take_the_general_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Linear(4, 1))
+    model(torch.tensor([[1, 2, 2]])).sum().backward()
+    collector = GradientCollector(group_parameters(model))
+    params = list(model.parameters())
+    collector.capture(0, params, weight_rms=False)
+    collector.capture(1, params, weight_rms=False)  # the plan was dropped at step 0
+    collector.capture(2, params)
+    first, second, both = collector.flush()
+    dense = model[0].weight.grad.to_dense()
+    assert first.layer_norms[0] == pytest.approx(torch.linalg.vector_norm(dense).item())
+    np.testing.assert_array_equal(second.layer_norms, first.layer_norms)
+    np.testing.assert_array_equal(both.layer_norms, first.layer_norms)
+    assert first.weight_rms is None and both.weight_rms is not None

@@ -168,6 +168,23 @@ def test_weights_below_the_rms_floor_are_not_judged_between_logged_steps(before,
     assert [(a.step, a.layers) for a in found] == ([(1, ("l0",))] if fires else [])
 
 
+def test_an_rms_jump_across_a_step_without_weights_is_not_one_update():
+    """The weights were not read at step 1: steps 0 and 2 are two updates apart, and a 51x
+    RMS there bounds neither (it could be healthy growth); the pair 2 -> 3 is judged again."""
+    jump = [1.0, 51.0, 1.0, 1.0]
+    records = [rec(0, rms=[1.0] * 4), rec(1), rec(2, rms=jump), rec(3, rms=[1.0, 2601.0, 1, 1])]
+    assert [(a.step, a.details["update_step"]) for a in exploding(records)] == [(3, 2)]
+
+
+def test_a_step_without_weights_is_forgotten_across_a_resume():
+    first = GradientDetectors(DetectorConfig())
+    for record in (rec(0, rms=[1.0] * 4), rec(1)):
+        first.update(record, CTX)
+    second = GradientDetectors(DetectorConfig())
+    second.load_state_dict(first.state_dict())
+    assert second.update(rec(2, rms=[1.0, 51.0, 1.0, 1.0]), CTX) == []
+
+
 def test_zero_weights_that_stay_zero_raise_no_warning():
     records = [rec(s, rms=[0.0, 0.1, 0.1, 0.1]) for s in range(3)]
     with warnings.catch_warnings():

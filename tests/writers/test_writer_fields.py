@@ -132,6 +132,72 @@ def test_tensorboard_scalars_only_when_asked(tmp_path):
     assert _read(tmp_path).Tags()["scalars"] == []
 
 
+def _events_with_values(log_dir) -> list[tuple[int, list[str]]]:
+    """(step, tags) of every event in the run's event files that holds summary values."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found = []
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("summary") and event.summary.value:
+                found.append((event.step, [v.tag for v in event.summary.value]))
+    return found
+
+
+def test_tensorboard_writes_a_steps_scalars_and_histograms_as_one_event_each(tb):
+    """One event per tag would put ~300 events a logged step on the writer's 10-long queue."""
+    writer, summary, log_dir = tb
+    writer.scalars(5, {"a": 1.0, "b": 2.0, "c": 3.0})
+    writer.histograms(
+        5, {"h/0": (COUNTS, EDGES), "h/empty": (COUNTS * 0, EDGES), "h/1": (COUNTS, EDGES)}
+    )
+    writer.scalars(6, {"a": 4.0})
+    writer.histograms(6, {"h/empty": (COUNTS * 0, EDGES)})  # nothing to write: no event
+    summary.flush()
+    assert _events_with_values(log_dir) == [(5, ["a", "b", "c"]), (5, ["h/0", "h/1"]), (6, ["a"])]
+    events = _read(log_dir)
+    assert [(e.step, e.value) for e in events.Scalars("a")] == [(5, 1.0), (6, 4.0)]
+    assert [e.histogram_value.num for e in events.Histograms("h/1")] == [6.0]
+
+
+class _OwnWriter:
+    """A writer object that is not torch's SummaryWriter (tensorboardX's, a user's own)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def add_scalar(self, tag, value, global_step=None):
+        self.calls.append(("scalar", tag, value, global_step))
+
+    def add_histogram_raw(self, tag, global_step=None, **fields):
+        self.calls.append(("histogram", tag, fields["num"], fields["min"], global_step))
+
+
+def test_another_writer_gets_one_call_per_tag_under_the_prefix():
+    own = _OwnWriter()
+    writer = TensorBoardWriter(own, scalars=True, prefix="train")
+    writer.scalars(2, {"a": 1.0, "b": 0.5})
+    writer.histograms(2, {"h/0": (COUNTS, EDGES), "h/empty": (COUNTS * 0, EDGES)})
+    assert own.calls == [
+        ("scalar", "train-a", 1.0, 2),
+        ("scalar", "train-b", 0.5, 2),
+        ("histogram", "h/0", 6.0, -12.0, 2),
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["", "fit"])
+def test_a_tensorboard_loggers_scalars_are_named_as_the_logger_names_them(tmp_path, prefix):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=0, prefix=prefix)
+    logger.log_metrics({"by_logger": 1.0}, step=0)
+    TensorBoardWriter.for_logger(logger).scalars(0, {"by_writer": 2.0})
+    logger.experiment.flush()
+    tags = sorted(_read(tmp_path / "run" / "version_0").Tags()["scalars"])
+    join = f"{prefix}-" if prefix else ""
+    assert tags == [f"{join}by_logger", f"{join}by_writer"]
+
+
 class FakeRun:
     def __init__(self):
         self.alerts, self.logged = [], []

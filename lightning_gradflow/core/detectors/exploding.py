@@ -10,11 +10,14 @@
 * **update**: one optimizer step changed a layer by ``update_ratio_limit`` (10) times its weights
   or more (``||Δθ|| / ||θ||``; healthy is ~1e-3): the step rewrote the layer, which often leaves
   it saturated or dead for good. It needs no history, so it also sees step 0. The ratio is
-  measured on logged steps (step 0 is one); on the others the change of the weights' RMS from one
-  step to the next bounds it from below, ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``, so a jump
-  is reported one step late, on the step that shows it. Layers whose weights are zero or below
-  ``weight_rms_floor`` (near-zero by design, e.g. LayerScale, ReZero, a zero-initialised head)
-  are not judged: their first updates rewrite them by design.
+  measured on logged steps (step 0 is one). Where the weights' RMS is known on two consecutive
+  steps (the engine reads the weights on check steps and the step after each, not on every step:
+  that would read every parameter once more each step), its change bounds the ratio from below,
+  ``||Δθ|| / ||θ|| >= |rms_after / rms - 1|``, so such a jump is reported one step late, on the
+  step that shows it. Between those steps a one-off rewrite is seen by what it leaves behind (a
+  loss spike, dead or exploding layers) rather than by this check. Layers whose weights are zero
+  or below ``weight_rms_floor`` (near-zero by design, e.g. LayerScale, ReZero, a zero-initialised
+  head) are not judged: their first updates rewrite them by design.
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ class ExplodingDetector(GradientDetector):
     def _update(self, record: StepRecord, ctx: StepContext) -> Alert | None:
         cfg = self.config
         rms = record.weight_rms
-        if rms is None:
+        if rms is None:  # the weights were not read: the next RMS has nothing to pair with
+            self._last_rms.pop(record.optimizer_index, None)
             return None
         last = self._last_rms.get(record.optimizer_index)
         measured = record.update_ratios is not None
