@@ -83,6 +83,14 @@ def test_float64_magnitudes_beyond_float32_range_land_in_the_end_value_bins():
     assert counts.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]  # zero, 1e-50 | 0.5 | 1e300
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_largest_finite_magnitude_is_a_value_and_infinity_is_not(dtype):
+    big = torch.finfo(dtype).max
+    grad = torch.tensor([big, -big, float("inf"), float("-inf"), float("nan"), 0.0], dtype=dtype)
+    counts = log_magnitude_histogram([grad], LogBins(low_exp=-2, high_exp=2, per_decade=1))
+    assert counts.tolist() == [1.0, 0.0, 0.0, 0.0, 2.0, 3.0]
+
+
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 def test_complex_values_are_binned_by_magnitude(dtype):
     z = torch.tensor([3 + 4j, -0.03j, 0, complex("nan")], dtype=dtype)
