@@ -46,13 +46,22 @@ def _rank_stats(rank: int) -> tuple[ProbeStats, ProbeStats, ProbeStats]:
 
 
 def _rank_results(rank: int) -> dict:
-    return {"halves": _rank_stats(rank), **_routed_stats(rank)}
+    # a local collection makes no collective: rank 0 collects alone first, rank 1 goes straight
+    # on to the joint collections (a stray collective would pair with one of those)
+    alone = _stats(_model(), torch.randn(2, 6, 8), all_ranks=False) if rank == 0 else None
+    return {"alone": alone, "halves": _rank_stats(rank), **_routed_stats(rank)}
 
 
 @pytest.fixture(scope="module")
 def ranks() -> list[dict]:
     """What every test here checks, from one pair of gloo processes (spawning costs seconds)."""
     return run_on_gloo_ranks(_rank_results)
+
+
+def test_one_rank_collects_locally_on_its_own(ranks):
+    """Rank 0's own collection needed no other rank, and the joint ones that followed on both
+    ranks still pair up (checked by the tests below)."""
+    assert set(ranks[0]["alone"].kinds.values()) == {"attention", "block", "relu", "sigmoid"}
 
 
 def test_all_ranks_statistics_equal_the_whole_batch(ranks):
