@@ -9,9 +9,9 @@ Per point, the median over steps of:
 * ``logged``: the same on a logged step (one copy to the host, detectors over the pending
   steps, weight norms and the update-ratio snapshot; no writers);
 * ``foreach``: one bare ``torch._foreach_norm`` over the gradients (the floor: one read),
-  back to back, so small models' gradients are in cache where the engine's weights (a
-  second read) are not all: below ~10 M parameters the ratio overstates the cost (see
-  ``per_step.py`` for both timed at the same point of a training loop);
+  back to back, so small models' gradients are in cache where the engine's first read of them
+  may not be: below ~10 M parameters the ratio overstates the cost (see ``per_step.py`` for
+  both timed at the same point of a training loop);
 * ``grad_norm``: Lightning's ``grad_norm`` alone (a norm per tensor, on the device), without
   the ``log_dict`` of its hundreds of values that usually follows it every step and costs
   far more (see ``overhead.py``).

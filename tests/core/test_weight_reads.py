@@ -63,3 +63,13 @@ def test_a_one_off_rewrite_at_a_check_step_is_reported_the_step_after(blow_up_at
     [alert] = [a for a in monitor.alerts if a.details.get("variant") == "update"]
     assert (alert.step, alert.details["update_step"]) == (alert_step, blow_up_at)
     assert not alert.details["measured"] and alert.value >= 10
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_a_one_off_rewrite_between_check_steps_is_seen_by_what_it_leaves_behind():
+    """The weights are not read at step 27, but the rewrite's gradients spike the step after
+    and the loss follows: the run is flagged within a step of it."""
+    monitor, _ = _train(40, blow_up_at=27)
+    first = monitor.alerts[0]
+    assert (first.kind, first.details["variant"], first.step) == ("exploding", "spike", 28)
+    assert "loss_spike" in {a.kind for a in monitor.alerts}
