@@ -93,3 +93,35 @@ def test_several_optimizers_get_summary_charts_each(tmp_path):
 def test_no_optimizer_is_refused():
     with pytest.raises(ValueError, match=r"num_optimizers=0.*>= 1"):
         gradient_flow_layout(0)
+
+
+def test_one_optimizer_by_default_and_every_chart_a_multiline_chart():
+    """``add_custom_scalars`` takes ``[kind, tags]`` per chart; ``"Multiline"`` is documented."""
+    layout = gradient_flow_layout()
+    assert layout == gradient_flow_layout(1)
+    for num_optimizers in (1, 2):
+        charts = gradient_flow_layout(num_optimizers).values()
+        assert {chart[0] for category in charts for chart in category.values()} == {"Multiline"}
+
+
+@pytest.mark.parametrize(
+    ("num_optimizers", "charts", "gamma"),
+    [
+        (0, 6, ("gamma (per-layer factor)", "grad_flow/gamma$")),
+        (1, 6, ("gamma (per-layer factor)", "grad_flow/gamma$")),
+        (2, 11, ("gamma (per-layer factor), optimizer 1", "grad_flow/gamma_optimizer1$")),
+    ],
+)
+def test_the_tensorboard_writer_starts_with_the_layout(tmp_path, num_optimizers, charts, gamma):
+    """A run without an optimizer (yet) still gets the one-optimizer layout."""
+    from lightning_gradflow.writers.tensorboard_writer import TensorBoardWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    TensorBoardWriter(writer).start(num_optimizers)
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    events.Reload()
+    [event] = events.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    flow = _charts(layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]))["gradient flow"]
+    assert len(flow) == charts
+    assert flow[gamma[0]] == [gamma[1]]

@@ -198,6 +198,18 @@ def test_a_tensorboard_loggers_scalars_are_named_as_the_logger_names_them(tmp_pa
     assert tags == [f"{join}by_logger", f"{join}by_writer"]
 
 
+def test_a_logger_without_a_prefix_gets_its_tags_as_they_are(tmp_path):
+    """``for_logger`` takes any object with an ``experiment`` (a user's own logger)."""
+
+    class Bare:
+        experiment = SummaryWriter(str(tmp_path))
+
+    TensorBoardWriter.for_logger(Bare()).scalars(1, {"by_writer": 2.0})
+    Bare.experiment.close()
+    assert [(e.step, e.value) for e in _read(tmp_path).Scalars("by_writer")] == [(1, 2.0)]
+    assert _read(tmp_path).Tags()["scalars"] == ["by_writer"]
+
+
 class FakeRun:
     def __init__(self):
         self.alerts, self.logged = [], []
@@ -390,3 +402,13 @@ def test_alert_file_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     AlertFile("gradflow_alerts.jsonl").alert(alert(), count=1)
     assert [p.name for p in tmp_path.iterdir()] == ["gradflow_alerts.jsonl"]
+
+
+def test_alert_file_in_a_log_dir(tmp_path):
+    sink = AlertFile.in_dir(tmp_path / "run")  # a Path, as loggers give their log_dir
+    assert sink.name == str(tmp_path / "run" / "gradflow_alerts.jsonl")
+    sink.alert(alert(), count=1)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["gradflow_alerts.jsonl"]
+    assert (
+        AlertFile.in_dir("s3://bucket/runs/a/").name == "s3://bucket/runs/a/gradflow_alerts.jsonl"
+    )
