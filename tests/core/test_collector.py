@@ -1,4 +1,6 @@
 import math
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -6,15 +8,22 @@ import torch
 from torch import nn
 
 from lightning_gradflow.core.collector import GradientCollector, StepRecord
+from lightning_gradflow.core.histograms import LogBins
 from lightning_gradflow.core.layers import group_parameters
 from tests.helpers.dispatch import SYNC_OPS, OpRecorder
 from tests.helpers.gloo import run_on_gloo_ranks
+from tests.helpers.threaded import run_on_threaded_ranks
+
+_SEEDING = threading.Lock()  # ranks that are threads share torch's global generator
 
 
 def _model_with_grads(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3), nn.Tanh(), nn.Linear(3, 1))
-    model(torch.randn(16, 5)).square().mean().backward()
+    with _SEEDING:
+        torch.manual_seed(seed)
+        model = nn.Sequential(
+            nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3), nn.Tanh(), nn.Linear(3, 1)
+        )
+        model(torch.randn(16, 5)).square().mean().backward()
     return model
 
 
@@ -118,11 +127,14 @@ def test_frozen_parameters_have_no_gradient_but_a_weight_norm():
 
 
 def test_model_without_parameters():
-    collector = GradientCollector(group_parameters(nn.ReLU()))
+    collector = GradientCollector(group_parameters(nn.ReLU()), linear_bins=4)
     collector.capture(0, [], weights=True, histograms=True, snapshot=True)
     collector.after_optimizer_step()
     [record] = collector.flush()
     assert record.total_norm == 0.0 and record.layer_norms.shape == (0,)
+    counts, maxima = record.linear_histograms
+    assert counts.shape == (0, 4) and maxima.shape == (0,)
+    assert record.log_histograms.shape == (0, LogBins().num_buckets)
 
 
 @pytest.mark.parametrize("bins", [0, 2.5, True])
@@ -179,7 +191,16 @@ def _sharded_records(rank: int, layout: str) -> tuple[StepRecord, StepRecord]:
 def test_sharded_statistics_equal_the_whole_models(layout):
     """Summed over a real gloo group, each element counted once: norms, weight RMS, update
     ratios and both histograms equal those of the unsharded model."""
-    results = run_on_gloo_ranks(_sharded_records, layout)
+    _assert_like_the_whole_model(run_on_gloo_ranks(_sharded_records, layout))
+
+
+@pytest.mark.parametrize("layout", ["flat", "dtensor"])
+def test_sharded_statistics_on_threaded_ranks(layout):
+    """The same on two ranks that are threads of this process (where mutmut sees them)."""
+    _assert_like_the_whole_model(run_on_threaded_ranks(_sharded_records, layout))
+
+
+def _assert_like_the_whole_model(results: list[tuple[StepRecord, StepRecord]]) -> None:
     for record, expected in results:
         np.testing.assert_allclose(record.layer_norms, expected.layer_norms, rtol=1e-6)
         np.testing.assert_allclose(record.weight_norms, expected.weight_norms, rtol=1e-6)
@@ -200,6 +221,7 @@ def test_a_step_reads_gradients_and_weights_in_one_batched_norm():
     with OpRecorder() as rec:
         collector.capture(1, params)  # the same list: the layout is known
     assert rec.ops.count("_foreach_norm") == 1
+    assert "lift_fresh" not in rec.ops  # nothing planned again (no index tensor built)
     model[2].bias.grad = None  # another set of parameters with a gradient: planned afresh
     collector.capture(2, params, weights=True)
     first, second, third = collector.flush()
@@ -268,3 +290,194 @@ def test_sparse_gradients_without_weight_statistics_take_the_general_path():
     np.testing.assert_array_equal(second.layer_norms, first.layer_norms)
     np.testing.assert_array_equal(both.layer_norms, first.layer_norms)
     assert first.weight_rms is None and both.weight_rms is not None
+
+
+def test_last_step_is_finite_looks_at_the_last_steps_gradients_and_loss():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    assert collector.last_step_is_finite()  # nothing captured yet
+    collector.capture(0, model.parameters())
+    assert collector.last_step_is_finite()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        model[2].bias.grad[1] = bad
+        collector.capture(1, model.parameters())
+        assert not collector.last_step_is_finite()
+        model[2].bias.grad[1] = 0.0
+        collector.add_loss(torch.tensor(bad))
+        collector.capture(2, model.parameters())
+        assert not collector.last_step_is_finite()
+    collector.add_loss(torch.tensor(1.0))
+    collector.capture(3, model.parameters())
+    assert collector.last_step_is_finite()  # only the last step counts
+
+
+def test_a_discarded_loss_is_not_reported():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.add_loss(torch.tensor(5.0))
+    collector.discard_loss()
+    collector.capture(0, model.parameters())
+    collector.add_loss(torch.tensor(5.0))
+    collector.discard_loss()
+    collector.add_loss(torch.tensor(2.0))
+    collector.capture(1, model.parameters())
+    assert [r.loss for r in collector.flush()] == [None, 2.0]
+
+
+def _losses_on_rank(rank: int) -> tuple[list, list, list]:
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    for step in range(2):
+        collector.add_loss(torch.tensor(10.0 * rank + step))
+        collector.capture(step, model.parameters())
+    averaged = [r.loss for r in collector.flush()]
+    collector.add_loss(torch.tensor(float(rank)))
+    collector.capture(2, model.parameters())
+    own = [r.loss for r in collector.flush(all_ranks=False)]
+    collector.add_loss(torch.tensor(float(rank)))
+    collector.capture(3, model.parameters())
+    collector.capture(4, model.parameters())  # no loss: the steps are not averaged
+    partial = [r.loss for r in collector.flush()]
+    return averaged, own, partial
+
+
+def test_losses_are_averaged_over_ranks_only_when_every_step_has_one():
+    assert run_on_threaded_ranks(_losses_on_rank) == [
+        ([5.0, 6.0], [0.0], [0.0, None]),
+        ([5.0, 6.0], [1.0], [1.0, None]),
+    ]
+
+
+def test_linear_histograms_and_the_optimizer_index_reach_the_record():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model), linear_bins=4)
+    collector.capture(0, model.parameters(), optimizer_index=1, histograms=True)
+    collector.capture(1, model.parameters(), optimizer_index=1)  # not a histogram step
+    first, second = collector.flush()
+    assert first.optimizer_index == second.optimizer_index == 1
+    counts, maxima = first.linear_histograms
+    assert counts.shape == (3, 4) and second.linear_histograms is None
+    for i, module in enumerate([model[0], model[2], model[4]]):
+        grads = torch.cat([p.grad.flatten() for p in module.parameters()])
+        assert counts[i].sum() == grads.numel()
+        assert maxima[i] == pytest.approx(grads.abs().max().item())
+
+
+def test_layers_without_weights_or_outside_the_optimizer_raise_no_numpy_warnings():
+    model = _model_with_grads()
+    with torch.no_grad():
+        for p in model[2].parameters():
+            p.zero_()  # an update ratio over a zero weight norm: x / 0
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, [*model[2].parameters(), *model[4].parameters()], snapshot=True)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    collector.after_optimizer_step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [record] = collector.flush()
+    assert math.isnan(record.weight_rms[0])  # model[0]: 0 / 0 elements, not ours
+    assert record.update_ratios[1] == math.inf and math.isnan(record.update_ratios[0])
+
+
+def test_losses_are_summed_in_float64():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.add_loss(torch.tensor(1e8))  # float32: 1e8 + 1 rounds back to 1e8
+    collector.add_loss(torch.tensor(1.0))
+    collector.capture(0, model.parameters())
+    collector.add_loss(torch.tensor(60000.0, dtype=torch.float16))
+    collector.add_loss(torch.tensor(60000.0, dtype=torch.float16))  # overflows float16
+    collector.capture(1, model.parameters())
+    assert [r.loss for r in collector.flush()] == [100000001.0, 120000.0]
+
+
+def test_by_default_a_step_has_optimizer_0_and_neither_histograms_nor_update_ratios():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model), linear_bins=4)
+    collector.capture(0, model.parameters())
+    collector.after_optimizer_step()
+    [record] = collector.flush()
+    assert record.optimizer_index == 0 and record.log_histograms is None
+    assert record.linear_histograms is None and record.update_ratios is None
+
+
+def test_one_parameter_list_with_gradients_missing_in_turn():
+    """The layout is kept per set of parameters with a gradient, for the same list object."""
+    model = _model_with_grads()
+    params = list(model.parameters())
+    collector = GradientCollector(group_parameters(model))
+    grads = [p.grad for p in params]
+    expected = []
+    for missing in ([2, 3], [4, 5], [], [0, 1, 4, 5], [2, 3]):
+        for i, p in enumerate(params):
+            p.grad = None if i in missing else grads[i]
+        collector.capture(len(expected), params)
+        expected.append([i not in missing for i in (0, 2, 4)])
+    records = collector.flush()
+    assert [r.has_grad.tolist() for r in records] == expected
+    for record, has in zip(records, expected, strict=True):
+        for layer in range(3):
+            if has[layer]:
+                norm = torch.cat([g.flatten() for g in grads[2 * layer : 2 * layer + 2]]).norm()
+                assert record.layer_norms[layer] == pytest.approx(norm.item())
+            else:
+                assert math.isnan(record.layer_norms[layer])
+
+
+def test_weight_rms_follows_the_parameter_list_of_each_step():
+    model = _model_with_grads()
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, list(model.parameters()))
+    collector.capture(1, list(model[4].parameters()))  # another optimizer's list
+    first, second = collector.flush()
+    assert not np.isnan(first.weight_rms).any()
+    assert np.isnan(second.weight_rms[:2]).all() and second.weight_rms[2] == first.weight_rms[2]
+
+
+def test_a_single_parameter():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    model(torch.randn(4, 3)).sum().backward()
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, [model.weight], weights=True)
+    [record] = collector.flush()
+    assert record.layer_norms[0] == pytest.approx(model.weight.grad.norm().item())
+
+
+def test_sparse_gradients_on_every_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Linear(4, 1))
+    params = list(model.parameters())
+    collector = GradientCollector(group_parameters(model))
+    for step in range(2):
+        model.zero_grad()
+        model(torch.tensor([1, 3, 3])).sum().backward()
+        collector.capture(step, params)
+    for record in collector.flush():
+        dense = model[0].weight.grad.to_dense()
+        assert record.layer_norms[0] == pytest.approx(dense.norm().item())
+        assert record.layer_norms[1] == pytest.approx(
+            torch.cat([model[1].weight.grad.flatten(), model[1].bias.grad]).norm().item()
+        )
+
+
+def test_after_optimizer_step_twice_keeps_the_first_update():
+    model = _model_with_grads()
+    before = [p.detach().clone() for p in model[0].parameters()]
+    collector = GradientCollector(group_parameters(model))
+    collector.capture(0, model.parameters(), snapshot=True)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    collector.after_optimizer_step()
+    collector.after_optimizer_step()  # nothing left to turn into update norms
+    [record] = collector.flush()
+    after = list(model[0].parameters())
+    delta = torch.cat([(a - b).flatten() for a, b in zip(after, before, strict=True)]).norm()
+    weight = torch.cat([b.flatten() for b in before]).norm()
+    assert record.update_ratios[0] == pytest.approx((delta / weight).item(), rel=1e-5)
+
+
+def test_on_host_when_every_parameter_is_on_the_cpu():
+    assert GradientCollector(group_parameters(_model_with_grads())).on_host is True
+    assert GradientCollector([]).on_host is True  # nothing to copy from a device
+    meta = nn.Linear(2, 2, device="meta")
+    assert GradientCollector(group_parameters(meta)).on_host is False

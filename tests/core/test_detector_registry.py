@@ -2,8 +2,11 @@
 here (one class and its config fields) is known everywhere, and gone again afterwards."""
 
 import importlib
+import pickle
+import sys
 import warnings
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -14,8 +17,10 @@ import lightning_gradflow
 from lightning_gradflow.core.alerting import AlertManager
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.detector import (
+    alert_kind_enum,
     alert_kinds,
     detector_classes,
+    import_submodules,
     register,
     restoring_registry,
     unregister,
@@ -225,3 +230,114 @@ def test_a_misspelt_kind_list_gets_pythons_usual_error(module):
     imported = importlib.import_module(module)
     with pytest.raises(AttributeError, match=f"module '{module}' has no attribute 'KINDS'"):
         imported.KINDS  # noqa: B018
+
+
+def test_the_alert_kind_enum_is_a_documented_picklable_str_enum_of_alerts_module():
+    kinds = alert_kind_enum()
+    assert kinds.__name__ == "AlertKind" and kinds.__module__ == "lightning_gradflow.core.alerts"
+    assert kinds.__doc__ == "The alert kinds of the registered detectors (see ``ALERT_KINDS``)."
+    assert isinstance(kinds.VANISHING, str) and kinds.VANISHING == "vanishing"
+    assert pickle.loads(pickle.dumps(kinds.EXPLODING)) is kinds.EXPLODING
+    assert kinds.NONFINITE.__doc__ == "NaN or Inf in a gradient or in the loss."
+
+
+def test_a_members_docstring_is_its_classes_first_paragraph_on_one_line():
+    with restoring_registry():
+
+        class Wordy(GradientDetector):
+            """The loss is above ten,
+            said on two lines.
+
+            A second paragraph, left out."""
+
+            kind = "test_wordy"
+            hint = "It is a test."
+
+        class Silent(GradientDetector):
+            kind = "test_silent"
+            hint = "It is a test."
+
+        kinds = alert_kind_enum()
+        assert kinds.TEST_WORDY.__doc__ == "The loss is above ten, said on two lines."
+        assert kinds.TEST_SILENT.__doc__ is None
+        assert alert_kind_enum() is kinds  # one class while the kinds are the same
+    assert not hasattr(alert_kind_enum(), "TEST_WORDY")
+
+
+def test_import_submodules_imports_every_module_of_the_package(tmp_path, monkeypatch):
+    package = tmp_path / "my_detectors"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("first", "second"):
+        (package / f"{name}.py").write_text(f"NAME = {name!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    imported = importlib.import_module("my_detectors")
+    try:
+        import_submodules("my_detectors", imported.__path__)
+        assert sys.modules["my_detectors.first"].NAME == "first"
+        assert sys.modules["my_detectors.second"].NAME == "second"
+    finally:
+        for name in ("my_detectors", "my_detectors.first", "my_detectors.second"):
+            sys.modules.pop(name, None)
+
+
+def test_a_detector_without_a_known_family_is_refused_by_name():
+    from lightning_gradflow.core.detector import Detector
+
+    with restoring_registry():
+        with pytest.raises(ValueError) as caught:
+
+            class Orphan(Detector):
+                kind = "test_orphan"
+                hint = "Subclass a family's base."
+
+        assert str(caught.value) == (
+            "test_a_detector_without_a_known_family_is_refused_by_name.<locals>.Orphan has no"
+            " family: subclass GradientDetector or ProbeDetector"
+        )
+        with pytest.raises(ValueError, match="Stray has no family"):
+
+            class Stray(GradientDetector):
+                kind = "test_stray"
+                hint = "Families are gradient and probe."
+                family = "weights"
+
+        assert "test_orphan" not in alert_kinds() and "test_stray" not in alert_kinds()
+
+
+def test_an_alerts_hint_is_its_variants_or_else_the_detectors():
+    with restoring_registry():
+
+        class Hinted(GradientDetector):
+            """A test detector with per-variant hints."""
+
+            kind = "test_hinted"
+            hint = "The general fix."
+            hints = MappingProxyType({"slow": "The fix when it is slow."})
+
+        detector = Hinted(DetectorConfig())
+        slow = detector.alert(3, None, ["fc"], 2, 1, "slow", variant="slow", ratio=0.5)
+        assert slow.hint == "The fix when it is slow." and slow.details == {
+            "variant": "slow",
+            "ratio": 0.5,
+        }
+        assert detector.alert(3, None, [], 2, 1, "m", variant="fast").hint == "The general fix."
+        plain = detector.alert(3, 1, ("fc",), 2, 1, "m", "critical")
+        assert plain.hint == "The general fix." and plain.details is None
+        assert (plain.kind, plain.severity, plain.epoch, plain.layers) == (
+            "test_hinted",
+            "critical",
+            1,
+            ("fc",),
+        )
+        assert type(plain.value) is float and type(plain.threshold) is float
+
+
+def test_a_failed_load_of_the_built_in_detectors_is_tried_again(monkeypatch):
+    from lightning_gradflow.core import detector
+
+    monkeypatch.setattr(detector, "_loaded", False)
+    monkeypatch.setattr(detector, "_BUILTIN_PACKAGES", ("lightning_gradflow.no_such_package",))
+    for _ in range(2):  # the second call imports again: it does not take the first as done
+        with pytest.raises(ModuleNotFoundError, match="no_such_package"):
+            detector._load_builtins()

@@ -2,11 +2,13 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lightning_gradflow.core.histograms import LogBins, linear_histogram, log_magnitude_histogram
-from lightning_gradflow.core.norms import LayerNormPlan, squared_norms_by_layer
+from lightning_gradflow.core.norms import LayerNormPlan, all_reduce, squared_norms_by_layer
 from tests.helpers.dispatch import OpRecorder
+from tests.helpers.threaded import run_on_threaded_ranks
 
 
 def test_matches_vector_norm_per_layer():
@@ -150,3 +152,30 @@ def test_a_plan_without_tensors_gives_zeros_and_a_length_mismatch_is_an_error():
     assert LayerNormPlan([], [], 2, torch.device("cpu"))([]).tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="1 tensors but 2 layer indices"):
         LayerNormPlan([torch.ones(1)], [0, 1], 2, torch.device("cpu"))
+
+
+def test_all_reduce_without_a_process_group_leaves_the_tensor_as_it_is():
+    values = torch.tensor([1.0, -2.0])
+    for op in ("sum", "max"):
+        assert all_reduce(values, op) is values
+    assert all_reduce(values) is values and values.tolist() == [1.0, -2.0]
+
+
+def _reduce_on_rank(rank: int) -> tuple[list[float], list[float], list[float], bool]:
+    pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]  # every rank makes every group
+    values = torch.tensor([float(rank), 10.0 - rank])
+    summed, maxima, in_pair = values.clone(), values.clone(), values.clone()
+    all_reduce(summed)
+    all_reduce(maxima, "max")
+    same = all_reduce(in_pair, group=pairs[rank // 2])
+    return summed.tolist(), maxima.tolist(), in_pair.tolist(), same is in_pair
+
+
+def test_all_reduce_sums_or_takes_the_maximum_in_place_over_the_group():
+    """Four ranks (threads of this process, so that mutmut sees them): the sum and the
+    maximum over all of them, and the sum over each rank's pair when a group is given."""
+    results = run_on_threaded_ranks(_reduce_on_rank, world=4)
+    pair_sums = [[1.0, 19.0], [1.0, 19.0], [5.0, 15.0], [5.0, 15.0]]
+    for (summed, maxima, in_pair, same), pair_sum in zip(results, pair_sums, strict=True):
+        assert summed == [6.0, 34.0] and maxima == [3.0, 10.0]
+        assert in_pair == pair_sum and same
