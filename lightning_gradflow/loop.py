@@ -83,6 +83,7 @@ class GradFlow:
         self.engine.watch(model)
         self.global_step = 0
         self.should_stop = False
+        self._last = StepInfo(0)  # the epoch and clip value the last step was judged with
         self._optimizers: list[torch.optim.Optimizer] = []
         self.engine.forward_start(0)
 
@@ -123,7 +124,7 @@ class GradFlow:
 
     def after_step(self, epoch: int | None = None, clip_norm: float | None = None) -> bool:
         """The optimizer has stepped: judge what is due. Returns whether to stop training."""
-        info = StepInfo(self.global_step, epoch=epoch, clip_norm=clip_norm)
+        info = self._last = StepInfo(self.global_step, epoch=epoch, clip_norm=clip_norm)
         action = self.engine.end_batch(info)
         self.global_step += 1
         self.engine.forward_start(self.global_step)  # probes for the next forward, if due
@@ -142,8 +143,10 @@ class GradFlow:
         return self.after_step()
 
     def close(self, interrupted: bool = False) -> None:
-        """Judge and report every pending step; remove the monitor's hooks."""
-        self.engine.finish(StepInfo(self.global_step), interrupted=interrupted)
+        """Judge and report every pending step (with the last step's epoch and clip value);
+        remove the monitor's hooks."""
+        info = StepInfo(self.global_step, epoch=self._last.epoch, clip_norm=self._last.clip_norm)
+        self.engine.finish(info, interrupted=interrupted)
 
     def __enter__(self) -> GradFlow:
         return self
