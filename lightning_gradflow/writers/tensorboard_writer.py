@@ -24,8 +24,8 @@ from lightning_gradflow.writers.tensorboard_layout import gradient_flow_layout
 class TensorBoardWriter(Sink):
     """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (what ``TensorBoardLogger`` holds).
 
-    Histograms are written with ``add_histogram_raw``: the bucket counts computed on the device
-    are stored as they are, with summary statistics taken from the bucket centres.
+    Histograms are written raw (TensorBoard's ``histogram_raw``): the bucket counts computed on
+    the device are stored as they are, with summary statistics taken from the bucket centres.
 
     A ``torch.utils.tensorboard.SummaryWriter`` gets each call's scalars or histograms as one
     event; any other writer object (``tensorboardX``'s, your own) gets one ``add_scalar`` /
