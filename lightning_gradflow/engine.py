@@ -275,6 +275,7 @@ class GradFlowEngine:
         self._last_record: StepRecord | None = None
         self._last_plotted = False
         self._deferred: Action = "warn"
+        self._last_info = StepInfo(0)  # the epoch, clip value and scaler of the last batch
         self.stop_kinds: list[str] = []
 
     def start(self, run: RunContext, log_every_n_steps: int | None = None) -> None:
@@ -427,6 +428,7 @@ class GradFlowEngine:
         self._end_eager()  # a step without backward (training_step returned None)
         self._batch = None
         self._captured = None
+        self._last_info = info
         self.after_optimizer_step()
         probe_alerts = self._handle_probes(info.epoch) if self._probe_pending else []
         deferred, self._deferred = self._deferred, "warn"
@@ -645,7 +647,8 @@ class GradFlowEngine:
 
     def _rebuild(self, model: nn.Module) -> GradientCollector:
         if self._collector is not None and self._collector.num_pending:
-            action = self._handle(self._collector.flush(), StepInfo(self._captured_step()))
+            info = replace(self._last_info, step=self._captured_step())
+            action = self._handle(self._collector.flush(), info)
             self._deferred = "stop" if action == "stop" else self._deferred
         self._collector = None
         return self._ensure_collector(model)  # its summary.remap starts a new band

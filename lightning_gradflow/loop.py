@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -145,8 +146,7 @@ class GradFlow:
     def close(self, interrupted: bool = False) -> None:
         """Judge and report every pending step (with the last step's epoch and clip value);
         remove the monitor's hooks."""
-        info = StepInfo(self.global_step, epoch=self._last.epoch, clip_norm=self._last.clip_norm)
-        self.engine.finish(info, interrupted=interrupted)
+        self.engine.finish(replace(self._last, step=self.global_step), interrupted=interrupted)
 
     def __enter__(self) -> GradFlow:
         return self

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lightning_gradflow.core.alerts import GradientPathologyError
+from lightning_gradflow.core.sinks import GradFlowWarning
 from lightning_gradflow.fabric import FabricGradFlow
 from lightning_gradflow.loop import GradFlow
 from tests.helpers.wandb_records import history_rows, offline_wandb_env, read_finished_records
@@ -196,3 +197,28 @@ def test_a_monitor_that_never_stepped_closes_cleanly():
     monitor = GradFlow(_net(), probe_every_n_steps=None)
     monitor.close()
     assert monitor.alerts == [] and monitor.global_step == 0
+
+
+def test_steps_judged_when_new_parameters_arrive_keep_the_clip_value():
+    """A module added at step 60 makes the engine judge steps 51-59 early: with the last
+    batch's clip value, so the clipping window still counts every step."""
+    model = nn.Module()
+    model.net = _net()
+    optimizer = torch.optim.SGD(model.net.parameters(), lr=0.01)
+    monitor = GradFlow(model, probe_every_n_steps=None)
+    with pytest.warns(GradFlowWarning, match="new parameters at step 60"):
+        for step in range(100):
+            if step == 60:
+                model.head = nn.Linear(1, 1)
+                optimizer.add_param_group({"params": list(model.head.parameters())})
+            x, y = _batch(step)
+            out = model.net(x) if step < 60 else model.head(model.net(x))
+            loss = nn.functional.mse_loss(out, y)
+            loss.backward()
+            monitor.before_step(optimizer, loss)
+            optimizer.step()
+            monitor.after_step(epoch=0, clip_norm=1e-9)
+            optimizer.zero_grad()
+        monitor.close()
+    [clipping] = [a for a in monitor.alerts if a.kind == "always_clipping"]
+    assert clipping.step == 99
