@@ -4,17 +4,13 @@ import pytest
 import torch
 
 from lightning_gradflow.core.compiled import eager_forward
+from tests.helpers.compile_backend import recording_backend
 
 
 @pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), reason="torch < 2.6")
 def test_compiled_code_runs_eagerly_inside_the_block_only():
     torch._dynamo.reset()
-    graphs: list[object] = []
-
-    def backend(graph, example_inputs):
-        graphs.append(graph)
-        return graph.forward
-
+    graphs, backend = recording_backend()
     double = torch.compile(lambda x: 2 * x, backend=backend)
     with eager_forward():
         assert double(torch.ones(2)).tolist() == [2.0, 2.0]

@@ -9,6 +9,7 @@ from lightning_gradflow.core.nan_origin import (
     diagnose_without_side_effects,
     locate_nonfinite_origin,
 )
+from tests.helpers.compile_backend import recording_backend
 
 
 class Div(nn.Module):
@@ -200,12 +201,7 @@ def test_models_with_sync_batch_norm_are_not_re_run():
 @pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), reason="torch < 2.6")
 def test_a_compiled_model_is_diagnosed_eagerly_without_compiling_again():
     torch._dynamo.reset()
-    graphs: list[object] = []
-
-    def backend(graph, example_inputs):
-        graphs.append(graph)
-        return graph.forward
-
+    graphs, backend = recording_backend()
     net = nn.Sequential(nn.Linear(2, 2), Log())
     with torch.no_grad():
         net[0].weight.copy_(-torch.eye(2))
