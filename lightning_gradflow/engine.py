@@ -88,7 +88,12 @@ from lightning_gradflow.core.schedule import (
     is_first_or_last,
     resolve_interval,
 )
-from lightning_gradflow.core.sinks import GradFlowWarning, Sink, Sinks
+from lightning_gradflow.core.sinks import (
+    GradFlowWarning,
+    Sink,
+    Sinks,
+    install_one_line_format,
+)
 from lightning_gradflow.core.step_scalars import (
     alert_scalars,
     depth_summary,
@@ -286,6 +291,7 @@ class GradFlowEngine:
             log_every_n_steps: the loop's own interval, used when the engine was given none.
         """
         self.reset()
+        install_one_line_format()  # Lightning, imported since, may have replaced it
         self.run = run
         self._outputs = Sinks(run.sinks if run.is_rank_zero else ())
         self.log_every = self.log_every_n_steps or log_every_n_steps or 50
@@ -406,6 +412,7 @@ class GradFlowEngine:
             histograms=histogram,
             snapshot=snapshot,
             weight_rms=logged or checked or after_check,
+            optimizer=optimizer,
         )
         self._plans.append(_Plan(log=logged, plot=plot))
         self._snapshot_pending = self._snapshot_pending or snapshot
@@ -414,7 +421,7 @@ class GradFlowEngine:
             self._diagnose_if_nonfinite(step, rerun)  # free on the CPU; else a check step
 
     def after_optimizer_step(self) -> None:
-        """The optimizer has stepped: turn the parameter snapshot into update ratios."""
+        """The optimizer has stepped: measure its update (from its state or a copy)."""
         if self._snapshot_pending and self._collector is not None:
             self._collector.after_optimizer_step()
         self._snapshot_pending = False

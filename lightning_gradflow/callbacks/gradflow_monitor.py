@@ -61,10 +61,12 @@ class GradFlowMonitor(GradFlowHooks, Callback):
         log_weight_norms: log per-layer weight norms on logged steps (the weights are read
             there anyway, in the gradients' batched norm, for the ``exploding`` update check;
             other steps read the gradients alone, except check steps and the step after each).
-        log_update_ratios: log per-layer update-to-weight ratios on logged steps. Memory: a
-            copy of every parameter (in its dtype) is held from the capture until the
-            optimizer has stepped, so a logged step's peak grows by the parameters' size (the
-            difference is taken in place in that copy); ``False`` avoids it. Writing them and
+        log_update_ratios: log per-layer update-to-weight ratios on logged steps. Memory:
+            for Adam, AdamW and SGD with momentum the update is read from the optimizer's
+            state after the step (a few temporaries of the largest parameter); any other
+            optimizer gets a copy of every parameter (in its dtype) from the capture until it
+            has stepped, so a logged step's peak grows by the parameters' size (the difference
+            is taken in place in that copy); ``False`` avoids it. Writing them and
             the weight norms costs ~2.5 ms per logged step for ~230 scalars to TensorBoard and
             W&B together (0.05 ms a step at the default 50), so both stay at the gradients'
             rate.

@@ -41,6 +41,7 @@ from lightning_gradflow.core.layers import Layer
 from lightning_gradflow.core.norms import LayerNormPlan, all_reduce, squared_norms_by_layer
 from lightning_gradflow.core.sharding import has_dtensor, rank_contribution
 from lightning_gradflow.core.transfer import copy_to_host
+from lightning_gradflow.core.updates import UpdateReader, update_reader
 from lightning_gradflow.core.validation import check_count
 
 
@@ -93,6 +94,7 @@ class _Pending:
     weights: bool = False
     tensors: dict[str, Tensor] = field(default_factory=dict)
     snapshot: tuple[list[Tensor], list[Tensor], list[int]] | None = None
+    updates: tuple[UpdateReader, list[int]] | None = None
 
 
 @dataclass
@@ -186,6 +188,7 @@ class GradientCollector:
         histograms: bool = False,
         snapshot: bool = False,
         weight_rms: bool = True,
+        optimizer: object = None,
     ) -> None:
         """Record the gradients of ``params`` for optimizer step ``step`` (on device, no sync).
 
@@ -199,11 +202,14 @@ class GradientCollector:
             optimizer_index: which optimizer.
             weights: also report per-layer weight norms.
             histograms: also compute per-layer histograms.
-            snapshot: keep a copy of the parameters so :meth:`after_optimizer_step` can compute
-                the update-to-weight ratio.
+            snapshot: measure the update, so :meth:`after_optimizer_step` can compute the
+                update-to-weight ratio: from ``optimizer``'s state where it allows
+                (:func:`~lightning_gradflow.core.updates.update_reader`), else from a copy of
+                the parameters.
             weight_rms: report the weights' root-mean-square values. The weights are read (in
                 the same batched norm as the gradients) when this, ``weights`` or ``snapshot``
                 is set; without any of them a step reads the gradients alone.
+            optimizer: the optimizer about to step (for ``snapshot``).
         """
         if params is not self._params:
             self._params = params if isinstance(params, list) else list(params)
@@ -236,7 +242,10 @@ class GradientCollector:
             self._loss = None
             if loss is not None:
                 pending.tensors["loss"] = loss.to(layout.device).reshape(1)
-            if snapshot and known:
+            reader = update_reader(optimizer, known) if snapshot and known else None
+            if reader is not None:
+                pending.updates = (reader, layout.weight_index)
+            elif snapshot and known:
                 weights_local = self._local(known)
                 pending.snapshot = (
                     weights_local,
@@ -295,17 +304,28 @@ class GradientCollector:
         return norms
 
     def after_optimizer_step(self) -> None:
-        """Turn the parameter snapshot of the last captured step into update norms."""
-        if not self._pending or self._pending[-1].snapshot is None:
+        """Turn the last captured step's update reader or parameter copy into update norms."""
+        if not self._pending:
             return
         pending = self._pending[-1]
-        current, before, index = pending.snapshot
-        pending.snapshot = None
-        device = self._device(current)
+        if pending.updates is not None:
+            reader, index = pending.updates
+            pending.updates = None
+            updates = reader.norms(self._local)  # one norm per parameter
+        elif pending.snapshot is not None:
+            current, updates, index = pending.snapshot
+            pending.snapshot = None
+            with torch.no_grad():
+                torch._foreach_sub_(updates, current)
+        else:
+            return
         with torch.no_grad():
-            torch._foreach_sub_(before, current)
             update_sq = squared_norms_by_layer(
-                before, index, self.num_layers, device, self._index_cache
+                updates,
+                index,
+                self.num_layers,
+                pending.tensors["grad_sq"].device,
+                self._index_cache,
             )
         pending.tensors["update_sq"] = self._all_reduce_one(update_sq)
 

@@ -60,8 +60,17 @@ def _one_line_format(formatter: Callable[..., str]) -> Callable[..., str]:
     return format_warning
 
 
-if not getattr(warnings.formatwarning, "gradflow", False):  # once, over Lightning's own format
-    warnings.formatwarning = _one_line_format(warnings.formatwarning)
+def install_one_line_format() -> None:
+    """Print :class:`GradFlowWarning` as one line, over whatever format is installed.
+
+    Done at import and again when a run starts: Lightning installs its own format when it is
+    first imported, which may be after this library. Installing twice wraps once.
+    """
+    if not getattr(warnings.formatwarning, "gradflow", False):
+        warnings.formatwarning = _one_line_format(warnings.formatwarning)
+
+
+install_one_line_format()
 
 
 class Sink:

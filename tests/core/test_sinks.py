@@ -18,6 +18,7 @@ from lightning_gradflow.core.sinks import (
     Sinks,
     _one_line_format,
 )
+from lightning_gradflow.engine import GradFlowEngine, RunContext
 
 METHODS = ("start", "scalars", "histograms", "image", "alert", "record", "finish")
 
@@ -173,6 +174,14 @@ def test_the_one_line_format_applies_to_gradflow_warnings_and_their_subclasses_o
     ]
 
 
-def test_the_installed_format_is_marked_so_a_second_import_keeps_it():
-    assert getattr(warnings.formatwarning, "gradflow", False) is True
-    assert _one_line_format(warnings.formatwarning).gradflow is True
+def test_a_run_start_installs_the_format_again_over_one_imported_since(monkeypatch):
+    def lightnings_format(message, category, filename, lineno, line=None) -> str:
+        return f"theirs: {message}"
+
+    monkeypatch.setattr(warnings, "formatwarning", lightnings_format)  # as `import lightning` does
+    GradFlowEngine().start(RunContext(sinks=[]))
+    installed = warnings.formatwarning
+    assert installed("step 3: NaN", GradFlowWarning, "x.py", 7) == "GradFlowWarning: step 3: NaN\n"
+    assert installed("other", UserWarning, "x.py", 7) == "theirs: other"  # wrapped, not dropped
+    GradFlowEngine().start(RunContext(sinks=[]))
+    assert warnings.formatwarning is installed  # once
