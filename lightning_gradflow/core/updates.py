@@ -3,8 +3,9 @@
 An update ratio needs ``‖Δθ‖`` per layer. Copying every parameter before the step and
 subtracting after it is exact for any optimizer, but holds a second copy of the model. For the
 optimizers whose update is a function of their state after the step, :func:`update_reader`
-returns an :class:`UpdateReader` that computes ``‖Δθ‖`` from that state one tensor at a time,
-so the extra memory is a few temporaries the size of the largest parameter:
+returns an :class:`UpdateReader` that computes ``‖Δθ‖`` from that state, batched over chunks
+of at most :data:`CHUNK_BYTES` of parameters, so the extra memory is a few temporaries of one
+chunk (or of the largest parameter):
 
 * ``torch.optim.SGD`` with momentum, without Nesterov: ``Δθ = -lr · buf`` (the momentum buffer
   already holds the weight decay, dampening and sign of ``maximize``);
@@ -14,10 +15,10 @@ so the extra memory is a few temporaries the size of the largest parameter:
 
 The hyperparameters are read before the step (a scheduler may change ``lr`` right after it),
 the state after it. A parameter the step left untouched (no gradient, a step skipped by a
-``GradScaler``) has a zero update: its version counter did not move. Everything else (plain or
-Nesterov SGD, whose update needs the gradient the loop may have zeroed; fused or differentiable
-implementations; half-precision or complex parameters, whose applied change is the rounded one;
-any other or subclassed optimizer) keeps the copy.
+``GradScaler``) has a zero update: its version counter did not move. Everything else keeps the
+copy: plain or Nesterov SGD (their update needs the gradient, which the loop may have zeroed),
+fused, capturable or differentiable implementations, half-precision or complex parameters (the
+applied change is the rounded one), any other or subclassed optimizer.
 
 Example:
     >>> import torch
@@ -41,12 +42,17 @@ from torch import Tensor
 _EXACT_DTYPES = (torch.float32, torch.float64)
 
 
+CHUNK_BYTES = 8 * 2**20
+"""Adam's updates are computed for at most this many bytes of parameters at a time (batched
+ops over the chunk; a larger parameter is a chunk of its own)."""
+
+
 @dataclass(frozen=True)
 class _GroupRule:
     """One parameter group's hyperparameters, as they were before the step."""
 
     adam: bool
-    lr: float | Tensor
+    lr: float
     beta1: float = 0.0
     beta2: float = 0.0
     eps: float = 0.0
@@ -78,35 +84,75 @@ class UpdateReader:
             local: maps a parameter and its state tensors to what this rank holds of them
                 (shards of sharded ones; ``list`` when nothing is sharded).
         """
-        out = []
+        params, rules = self._params, self._rules
+        stepped = [
+            i
+            for i, (p, v) in enumerate(zip(params, self._versions, strict=True))
+            if p._version != v
+        ]  # a parameter the step left alone kept its version
+        out: list[Tensor | None] = [None] * len(params)
         with torch.no_grad():
-            for p, rule, version in zip(self._params, self._rules, self._versions, strict=True):
-                if p._version == version:  # not stepped
-                    out.append(torch.zeros((), dtype=p.dtype, device=p.device))
-                elif rule.adam:
-                    out.append(self._adam(p, rule, local))
-                else:
-                    (buf,) = local([self._state[p]["momentum_buffer"]])
-                    out.append(torch.linalg.vector_norm(buf) * rule.lr)
-        return out
+            momentum = [i for i in stepped if not rules[i].adam]
+            if momentum:  # Δθ = -lr · buf
+                buffers = local([self._state[params[i]]["momentum_buffer"] for i in momentum])
+                norms = torch._foreach_norm(buffers)
+                scaled = torch._foreach_mul(norms, [rules[i].lr for i in momentum])
+                for i, norm in zip(momentum, scaled, strict=True):
+                    out[i] = norm
+            for chunk in _chunks([i for i in stepped if rules[i].adam], params):
+                for i, norm in zip(chunk, self._adam(chunk, local), strict=True):
+                    out[i] = norm
+        return [
+            torch.zeros((), dtype=p.dtype, device=p.device) if norm is None else norm
+            for p, norm in zip(params, out, strict=True)
+        ]
 
-    def _adam(self, p: Tensor, rule: _GroupRule, local: Callable) -> Tensor:
-        state = self._state[p]
-        second = state["max_exp_avg_sq"] if rule.amsgrad else state["exp_avg_sq"]
-        weight, m, v = local([p, state["exp_avg"], second])
-        step = state["step"]
-        if isinstance(step, Tensor) and step.device.type == "cpu":
-            step = step.item()  # a CPU scalar: no device sync
-        bias1 = 1 - rule.beta1**step
-        bias2 = 1 - rule.beta2**step
-        update = m / (v.sqrt() / bias2**0.5 + rule.eps)
-        update.mul_(rule.lr / bias1)
-        if (
-            rule.decay
-        ):  # θ_after = θ_before (1 - lr wd) - u  ⇒  Δθ = -(lr wd θ_after + u) / (1 - lr wd)
-            shrink = rule.lr * rule.decay
-            update.add_(weight * shrink).div_(1 - shrink)
-        return torch.linalg.vector_norm(update)
+    def _adam(self, chunk: list[int], local: Callable) -> list[Tensor]:
+        """Δθ = -(lr / bc1) m / (√v / √bc2 + eps), and for decoupled decay
+        -(lr wd θ_after + u) / (1 - lr wd), since θ_after = θ_before (1 - lr wd) - u."""
+        states = [self._state[self._params[i]] for i in chunk]
+        rules = [self._rules[i] for i in chunk]
+        means = local([s["exp_avg"] for s in states])
+        squares = local(
+            [
+                s["max_exp_avg_sq" if r.amsgrad else "exp_avg_sq"]
+                for s, r in zip(states, rules, strict=True)
+            ]
+        )
+        steps = [float(s["step"]) for s in states]  # CPU scalars: no device sync
+        root_bc2 = [(1 - r.beta2**t) ** 0.5 for r, t in zip(rules, steps, strict=True)]
+        # m / (√v / √bc2 + eps) = √bc2 · m / (√v + eps √bc2): one pass fewer
+        denominators = torch._foreach_sqrt(squares)
+        torch._foreach_add_(denominators, [r.eps * b for r, b in zip(rules, root_bc2, strict=True)])
+        updates = torch._foreach_div(means, denominators)
+        del denominators
+        torch._foreach_mul_(
+            updates,
+            [r.lr * b / (1 - r.beta1**t) for r, b, t in zip(rules, root_bc2, steps, strict=True)],
+        )
+        shrink = [r.lr * r.decay for r in rules]
+        if any(shrink):
+            weights = local([self._params[i] for i in chunk])
+            if len(set(shrink)) == 1:  # one group's decay
+                torch._foreach_add_(updates, weights, alpha=shrink[0])
+            else:
+                torch._foreach_add_(updates, torch._foreach_mul(weights, shrink))
+        norms = torch._foreach_norm(updates)
+        return torch._foreach_div(norms, [1 - s for s in shrink]) if any(shrink) else list(norms)
+
+
+def _chunks(indices: list[int], params: Sequence[Tensor]) -> list[list[int]]:
+    """``indices`` in runs of at most :data:`CHUNK_BYTES` of parameters (at least one each)."""
+    chunks: list[list[int]] = []
+    size = CHUNK_BYTES
+    for i in indices:
+        nbytes = params[i].numel() * params[i].element_size()
+        if size + nbytes > CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += nbytes
+    return chunks
 
 
 def update_reader(optimizer: object, params: Sequence[Tensor]) -> UpdateReader | None:
@@ -137,9 +183,13 @@ def update_reader(optimizer: object, params: Sequence[Tensor]) -> UpdateReader |
 
 
 def _rule(group: dict, adam: bool) -> _GroupRule | None:
-    if group.get("fused") or group.get("differentiable"):
+    if group.get("fused") or group.get("differentiable") or group.get("capturable"):
         return None  # a fused step may skip itself on Inf (its version still moves)
     lr = group["lr"]
+    if isinstance(lr, Tensor):
+        if lr.device.type != "cpu":
+            return None
+        lr = lr.item()  # its value now: a scheduler may change it in place after the step
     if not adam:
         if not group["momentum"] or group["nesterov"]:
             return None

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_gradflow.core import updates
 from lightning_gradflow.core.collector import GradientCollector
 from lightning_gradflow.core.layers import group_parameters
-from lightning_gradflow.core.updates import update_reader
+from lightning_gradflow.core.updates import _chunks, update_reader
 
 Factory = Callable[[list], torch.optim.Optimizer]
 
@@ -69,6 +70,28 @@ def test_read_update_equals_the_weights_change(name: str) -> None:
         assert actual.min() > 0
         rtol = 1e-6 if "tensor_lr" in name else 1e-9  # a float32 lr: its scalar arithmetic
         torch.testing.assert_close(read, actual, rtol=rtol, atol=0.0)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 260])
+def test_chunks_of_parameters_give_the_same_norms(monkeypatch, chunk_bytes: int) -> None:
+    model = _model()  # float64 tensors of 384, 64, 192 and 24 bytes
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.5)
+    _backward(model, 0)
+    whole = update_reader(optimizer, params)
+    before = [p.detach().clone() for p in params]
+    optimizer.step()
+    expected = _changes(params, before)
+    monkeypatch.setattr(updates, "CHUNK_BYTES", chunk_bytes)
+    assert (
+        _chunks([0, 1, 2, 3], params)
+        == {
+            1: [[0], [1], [2], [3]],
+            100: [[0], [1], [2], [3]],
+            260: [[0], [1, 2], [3]],  # the first alone: larger than a chunk
+        }[chunk_bytes]
+    )
+    torch.testing.assert_close(torch.stack(whole.norms(list)), expected, rtol=1e-9, atol=0.0)
 
 
 def test_learning_rate_is_the_one_the_step_used() -> None:
