@@ -45,6 +45,22 @@ class DepthFit:
     fitted_ratio: float
 
 
+def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of ``y`` against ``x`` (at least two distinct ``x``).
+
+    The closed form: a few times faster than ``np.polyfit(x, y, 1)``, which the detectors
+    would otherwise call several times for every judged step.
+
+    Example:
+        >>> fit_line(np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0]))
+        (2.0, 1.0)
+    """
+    x_mean, y_mean = x.mean(), y.mean()
+    centred = x - x_mean
+    slope = float(centred @ (y - y_mean) / (centred @ centred))
+    return slope, float(y_mean - slope * x_mean)
+
+
 def fit_depth_profile(norms: np.ndarray) -> DepthFit | None:
     """Fit ``log10 norms`` against layer index; ``None`` with fewer than two usable layers.
 
@@ -60,7 +76,7 @@ def fit_depth_profile(norms: np.ndarray) -> DepthFit | None:
     if depth.size < 2:
         return None
     logs = np.log10(norms[depth])
-    slope = float(np.polyfit(depth.astype(np.float64), logs, 1)[0])
+    slope = fit_line(depth.astype(np.float64), logs)[0]
     return DepthFit(
         slope=slope,
         gamma=float(10.0 ** (-slope)),

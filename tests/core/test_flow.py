@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lightning_gradflow.core.flow import fit_depth_profile
+from lightning_gradflow.core.flow import fit_depth_profile, fit_line
 
 
 def test_straight_line_on_log_axis_gives_per_layer_factor():
@@ -48,3 +48,11 @@ def test_two_usable_layers_are_enough_and_one_is_not():
     assert fit.num_layers == 2 and fit.first_last_ratio == 2.0 and fit.gamma == pytest.approx(2.0)
     assert fit_depth_profile(np.array([0.0, 2.0])) is None
     assert fit_depth_profile(np.array([])) is None
+
+
+def test_fit_line_equals_numpys_least_squares():
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 40):
+        x = np.sort(rng.choice(100, size=n, replace=False)).astype(np.float64)
+        y = rng.normal(-3.0, 2.0, size=n)
+        np.testing.assert_allclose(fit_line(x, y), np.polyfit(x, y, 1), rtol=1e-10, atol=1e-12)

@@ -36,7 +36,7 @@ from lightning_gradflow.core.detectors.base import (
     usable_norms,
 )
 from lightning_gradflow.core.detectors.config import DetectorConfig
-from lightning_gradflow.core.flow import fit_depth_profile
+from lightning_gradflow.core.flow import fit_depth_profile, fit_line
 
 HINTS = {
     "spike": (
@@ -195,8 +195,8 @@ class ExplodingDetector(GradientDetector):
         if self._seen < max(cfg.min_history, cfg.window) or len(values) < cfg.window:
             return None
         logs = np.log10(np.maximum(values, 1e-45))
-        steps = np.arange(len(logs))
-        slope, intercept = np.polyfit(steps, logs, 1)
+        steps = np.arange(len(logs), dtype=np.float64)
+        slope, intercept = fit_line(steps, logs)
         rise = float(slope) * (len(logs) - 1)
         if rise < cfg.growth_decades:
             return None
