@@ -2,8 +2,9 @@
 
 Trains the overhead benchmark's transformer in a plain loop (one torch thread) and times, with
 the calling thread's CPU clock, what runs between ``backward`` and ``optimizer.step`` and after
-it, under three variants taking turns run by run:
+it, under four variants taking turns run by run:
 
+    none      nothing (the reference for the optimizer's step below)
     foreach   one bare ``torch._foreach_norm`` over the gradients (one read: the floor for a
               monitor that sees every step)
     both      one ``_foreach_norm`` over the gradients and the weights (two reads)
@@ -13,6 +14,12 @@ it, under three variants taking turns run by run:
 and reports the median over the steps that log nothing, min and median over repeats. The same
 ``_foreach_norm`` repeated back to back (gradients in cache) is printed for reference: it is
 several times cheaper than at its place in the loop, after backward has moved on.
+
+It also times ``optimizer.step`` on the same steps. Part of what a monitor's own time holds is
+work the step would otherwise do itself: the first ``p.grad`` of a step wraps each new gradient
+in a Python object, and the first read brings the gradients into the cache. The ``net`` column
+is the variant's own time plus its optimizer step minus the optimizer step of ``none``: what
+the step as a whole pays.
 
 Usage:
     python benchmarks/per_step.py                                   # 12 x d=64, batch 16
@@ -30,11 +37,12 @@ from overhead import PreNormTransformer  # this folder is on the path when run a
 
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
 
-VARIANTS = ("foreach", "both", "engine")
+VARIANTS = ("none", "foreach", "both", "engine")
 
 
-def run(variant: str, args: argparse.Namespace) -> float:
-    """Median thread CPU seconds of the variant's work on the steps that log nothing."""
+def run(variant: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Median thread CPU seconds of the variant's work and of ``optimizer.step`` on the steps
+    that log nothing."""
     torch.manual_seed(0)
     model = PreNormTransformer(depth=args.depth, d_model=args.d_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -46,7 +54,7 @@ def run(variant: str, args: argparse.Namespace) -> float:
         engine.start(RunContext(sinks=[]))
         engine.watch(model)
     clock = time.thread_time
-    quiet = []
+    quiet, stepping = [], []
     for step in range(args.steps):
         spent = 0.0
         start = clock()
@@ -62,12 +70,14 @@ def run(variant: str, args: argparse.Namespace) -> float:
         start = clock()
         if engine is not None:
             engine.before_optimizer_step(model, optimizer, step, rerun=lambda: model(x))
-        else:
+        elif variant != "none":
             with torch.no_grad():
                 grads = [p.grad for p in params]
                 torch._foreach_norm(grads if variant == "foreach" else grads + params, 2)
         spent += clock() - start
+        start = clock()
         optimizer.step()
+        stepped = clock() - start
         optimizer.zero_grad()
         start = clock()
         if engine is not None:
@@ -76,7 +86,8 @@ def run(variant: str, args: argparse.Namespace) -> float:
         spent += clock() - start
         if step >= args.warmup and step % 50:
             quiet.append(spent)
-    return statistics.median(quiet)
+            stepping.append(stepped)
+    return statistics.median(quiet), statistics.median(stepping)
 
 
 def in_cache(args: argparse.Namespace) -> float:
@@ -103,18 +114,27 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
     for _ in range(args.repeats):
         for variant in VARIANTS:
             results[variant].append(run(variant, args))
     tensors = sum(1 for _ in PreNormTransformer(args.depth, args.d_model).parameters())
-    print(f"{args.depth} layers, d={args.d_model}, batch {args.batch_size}: {tensors} tensors")
-    floor = statistics.median(results["foreach"])
-    for variant, values in results.items():
-        low, mid = min(values), statistics.median(values)
+    print(
+        f"{args.depth} layers, d={args.d_model}, batch {args.batch_size}: {tensors} tensors; "
+        f"ms per quiet step, min / median of {args.repeats} repeats"
+    )
+    own = {v: [r[0] for r in rs] for v, rs in results.items()}
+    stepping = {v: [r[1] for r in rs] for v, rs in results.items()}
+    floor = statistics.median(own["foreach"])
+    reference = statistics.median(stepping["none"])
+    for variant in VARIANTS:
+        low, mid = min(own[variant]), statistics.median(own[variant])
+        step_mid = statistics.median(stepping[variant])
+        net = mid + step_mid - reference
+        ratio = f", {mid / floor:.2f}x foreach" if variant != "none" else ""
         print(
-            f"{variant:8s} quiet step {1e3 * low:.3f} / {1e3 * mid:.3f} ms "
-            f"(min / median of {args.repeats}), {mid / floor:.2f}x foreach"
+            f"{variant:8s} own {1e3 * low:.3f} / {1e3 * mid:.3f}{ratio}; optimizer.step "
+            f"{1e3 * step_mid:.3f}; net {1e3 * net:.3f}"
         )
     print(f"foreach back to back, gradients in cache: {1e3 * in_cache(args):.3f} ms")
 
