@@ -54,7 +54,7 @@ class GradFlowMonitor(GradFlowHooks, Callback):
             Trainer's ``log_every_n_steps``.
         histogram_every_n_steps: histogram interval; ``"auto"``: 500, or a tenth of the run
             when its length is known (a short run still gets several), postponed while
-            histograms and pictures have taken more than 2 % of the run's time; ``None``: off.
+            histograms and pictures have taken more than 1 % of the run's time; ``None``: off.
         plot_every_n_steps: gradient-flow picture interval, as above.
         granularity: ``"layer"`` (parameters grouped by owning module) or ``"block"`` (by
             element of the outermost ``ModuleList``/``Sequential``, for very deep models).

@@ -32,7 +32,7 @@ AUTO_MAX = 500
 AUTO_PER_RUN = 10
 """About how many outputs ``"auto"`` aims for over a run of known length (plus the last step)."""
 
-AUTO_SHARE = 0.02
+AUTO_SHARE = 0.01
 """The share of a run's time that ``"auto"`` outputs may take (beyond the first and last step)."""
 
 
