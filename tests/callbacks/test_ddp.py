@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.helpers.subprocess_runs import run_module
 
 
-def _run(out_dir: Path, devices: int, strategy: str = "ddp") -> None:
-    run_module("tests.scripts.ddp_gradflow", str(out_dir), str(devices), strategy)
+def _run(out_dir: Path, devices: int, strategy: str, optimizer: str) -> None:
+    run_module("tests.scripts.ddp_gradflow", str(out_dir), str(devices), strategy, optimizer)
 
 
 def _events(out_dir: Path) -> EventAccumulator:
@@ -22,20 +22,21 @@ def _events(out_dir: Path) -> EventAccumulator:
     return events
 
 
-@pytest.fixture(scope="module")
-def single_run(tmp_path_factory) -> EventAccumulator:
-    out = tmp_path_factory.mktemp("single")
-    _run(out, 1)
-    return _events(out)
+# DDP with plain SGD: the update measured from a copy of the weights; FSDP2 with AdamW: read
+# from the optimizer's (DTensor) state. Each against one process with the same optimizer.
+OPTIMIZER = {"ddp": "sgd", "fsdp": "adamw"}
 
 
 @pytest.fixture(scope="module", params=["ddp", "fsdp"])
-def runs(request, tmp_path_factory, single_run):
+def runs(request, tmp_path_factory):
+    optimizer = OPTIMIZER[request.param]
+    single = tmp_path_factory.mktemp(f"single_{optimizer}")
+    _run(single, 1, "ddp", optimizer)
     out = tmp_path_factory.mktemp(request.param)
-    _run(out, 2, request.param)
+    _run(out, 2, request.param, optimizer)
     kinds = (out / "parameter_types.txt").read_text()
     assert kinds == ("DTensor" if request.param == "fsdp" else "Parameter"), kinds
-    return single_run, _events(out)
+    return _events(single), _events(out)
 
 
 def test_ddp_logs_the_same_norms_as_one_process(runs):

@@ -61,10 +61,15 @@ def _strategy(devices: int, name: str) -> str | ModelParallelStrategy:
     return name
 
 
-def main(out_dir: str, devices: int, strategy: str = "ddp") -> None:
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+
+def main(out_dir: str, devices: int, strategy: str = "ddp", optimizer: str = "sgd") -> None:
     torch.set_num_threads(1)
     seed_everything(0)
-    model = (Sharded if strategy == "fsdp" and devices > 1 else InOrder)(mlp(depth=3))
+    model = (Sharded if strategy == "fsdp" and devices > 1 else InOrder)(
+        mlp(depth=3), optimizer=OPTIMIZERS[optimizer]
+    )
     monitor = GradFlowMonitor(
         log_every_n_steps=1,
         histogram_every_n_steps=2,
