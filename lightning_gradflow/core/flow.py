@@ -55,10 +55,10 @@ def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         >>> fit_line(np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0]))
         (2.0, 1.0)
     """
-    x_mean, y_mean = x.mean(), y.mean()
-    centred = x - x_mean
-    slope = float(centred @ (y - y_mean) / (centred @ centred))
-    return slope, float(y_mean - slope * x_mean)
+    x_mean = x.mean()
+    centred = x - x_mean  # sums to zero, so centring y too would change nothing
+    slope = float(centred @ y / (centred @ centred))
+    return slope, float(y.mean() - slope * x_mean)
 
 
 def fit_depth_profile(norms: np.ndarray) -> DepthFit | None:

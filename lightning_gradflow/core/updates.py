@@ -174,7 +174,7 @@ def update_reader(optimizer: object, params: Sequence[Tensor]) -> UpdateReader |
             return None
         rule = rules.get(id(group))
         if rule is None:
-            rule = _rule(group, adam=kind is not torch.optim.SGD)
+            rule = _rule(group, kind)
             if rule is None:
                 return None
             rules[id(group)] = rule
@@ -182,7 +182,7 @@ def update_reader(optimizer: object, params: Sequence[Tensor]) -> UpdateReader |
     return UpdateReader(optimizer, params, per_param)
 
 
-def _rule(group: dict, adam: bool) -> _GroupRule | None:
+def _rule(group: dict, kind: type) -> _GroupRule | None:
     if group.get("fused") or group.get("differentiable") or group.get("capturable"):
         return None  # a fused step may skip itself on Inf (its version still moves)
     lr = group["lr"]
@@ -190,11 +190,12 @@ def _rule(group: dict, adam: bool) -> _GroupRule | None:
         if lr.device.type != "cpu":
             return None
         lr = lr.item()  # its value now: a scheduler may change it in place after the step
-    if not adam:
+    if kind is torch.optim.SGD:
         if not group["momentum"] or group["nesterov"]:
             return None
         return _GroupRule(adam=False, lr=lr)
-    decoupled = group.get("decoupled_weight_decay", False)
+    # torch < 2.6 has no such key: AdamW was its own class, and decoupled
+    decoupled = group.get("decoupled_weight_decay", kind is torch.optim.AdamW)
     beta1, beta2 = group["betas"]
     return _GroupRule(
         adam=True,

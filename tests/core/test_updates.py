@@ -72,7 +72,7 @@ def test_read_update_equals_the_weights_change(name: str) -> None:
         torch.testing.assert_close(read, actual, rtol=rtol, atol=0.0)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 100, 260])
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 260, 448])
 def test_chunks_of_parameters_give_the_same_norms(monkeypatch, chunk_bytes: int) -> None:
     model = _model()  # float64 tensors of 384, 64, 192 and 24 bytes
     params = list(model.parameters())
@@ -89,9 +89,24 @@ def test_chunks_of_parameters_give_the_same_norms(monkeypatch, chunk_bytes: int)
             1: [[0], [1], [2], [3]],
             100: [[0], [1], [2], [3]],
             260: [[0], [1, 2], [3]],  # the first alone: larger than a chunk
+            448: [[0, 1], [2, 3]],  # exactly full
         }[chunk_bytes]
     )
     torch.testing.assert_close(torch.stack(whole.norms(list)), expected, rtol=1e-9, atol=0.0)
+
+
+def test_adamw_of_a_torch_without_the_decoupled_key_is_still_decoupled() -> None:
+    model = _model()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=0.1, weight_decay=0.5)
+    _backward(model, 0)
+    del optimizer.param_groups[0]["decoupled_weight_decay"]  # as in torch < 2.6
+    reader = update_reader(optimizer, params)
+    optimizer.param_groups[0]["decoupled_weight_decay"] = True
+    before = [p.detach().clone() for p in params]
+    optimizer.step()
+    read = torch.stack(reader.norms(list)).double()
+    torch.testing.assert_close(read, _changes(params, before), rtol=1e-9, atol=0.0)
 
 
 def test_learning_rate_is_the_one_the_step_used() -> None:
@@ -140,6 +155,7 @@ UNREADABLE: dict[str, Factory] = {
     "adam_subclass": lambda p: _OwnAdam(p, lr=0.1),
     "adam_fused": lambda p: torch.optim.Adam(p, lr=0.1, fused=True),
     "adam_differentiable": lambda p: torch.optim.Adam(p, lr=0.1, differentiable=True),
+    "adam_capturable": lambda p: torch.optim.Adam(p, lr=0.1, capturable=True),
 }
 
 
