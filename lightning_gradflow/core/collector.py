@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from lightning_gradflow.core.histograms import (
     LogBins,
     linear_histogram,
-    log_magnitude_histogram,
+    log_magnitude_histograms,
     max_magnitude,
 )
 from lightning_gradflow.core.layers import Layer
@@ -412,13 +412,7 @@ class GradientCollector:
     def _log_histograms(
         self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device
     ) -> Tensor:
-        rows = [
-            log_magnitude_histogram(layer, self.bins).to(device)
-            if layer
-            else torch.zeros(self.bins.num_buckets, dtype=torch.float64, device=device)
-            for layer in self._by_layer(grads, index, device)
-        ]
-        return torch.stack(rows) if rows else torch.zeros(0, self.bins.num_buckets)
+        return log_magnitude_histograms(self._by_layer(grads, index, device), self.bins, device)
 
     def _linear_histograms(
         self, grads: Sequence[Tensor], index: Sequence[int], device: torch.device

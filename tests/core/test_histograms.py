@@ -190,3 +190,58 @@ def test_counts_stay_on_the_gradients_device():
     assert max_magnitude(grads).device == meta
     empty = [torch.ones(0, device=meta)]  # no values: the range is a zero made on that device
     assert max_magnitude(empty).device == linear_histogram(empty, num_bins=2)[1].device == meta
+
+
+def _reference(layer: list[torch.Tensor], bins: LogBins) -> list[float]:
+    """The documented buckets, counted in numpy one value at a time."""
+    import math
+
+    counts = [0.0] * bins.num_buckets
+    wide = any(t.dtype in (torch.float64, torch.complex128) for t in layer)
+    for tensor in layer:
+        dense = tensor.to_dense() if tensor.is_sparse else tensor
+        values = dense.abs().to(torch.float64 if wide else torch.float32).double().flatten()
+        for value in values.tolist():
+            if value == 0.0:
+                counts[0] += 1
+            elif not math.isfinite(value):
+                counts[-1] += 1
+            else:
+                position = (math.log10(value) - bins.low_exp) * bins.per_decade
+                counts[1 + min(max(math.floor(position), 0), bins.num_value_bins - 1)] += 1
+    return counts
+
+
+def _zoo() -> list[list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(7)
+
+    def spread(n: int, dtype: torch.dtype) -> torch.Tensor:  # magnitudes over 1e-16 ... 1e8
+        exponents = torch.rand(n, generator=generator, dtype=torch.float64) * 24 - 16
+        signs = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
+        return (signs * 10.0**exponents).to(dtype)
+
+    special = torch.tensor([0.0, 0.0, float("nan"), float("inf"), -float("inf"), 1e-30, 3e9])
+    sparse = torch.zeros(6, 5)
+    sparse[1, 2], sparse[4, 0] = 2.5e-3, float("nan")
+    return [
+        [spread(50, torch.float32), special],
+        [],
+        [spread(40, torch.float64), torch.tensor([1e-300, 0.0], dtype=torch.float64)],
+        [spread(30, torch.float32).to(torch.complex64) * (1 + 1j)],
+        [sparse.to_sparse(), spread(3, torch.float32)],
+        [torch.zeros(0)],
+        [spread(25, torch.float32)],
+    ]
+
+
+@pytest.mark.parametrize("chunk", [1, 60, 2**22])
+def test_all_layers_at_once_count_what_the_reference_counts(monkeypatch, chunk: int):
+    from lightning_gradflow.core import histograms
+
+    monkeypatch.setattr(histograms, "CHUNK_ELEMENTS", chunk)  # a layer each ... all in one
+    bins = LogBins(low_exp=-12, high_exp=4, per_decade=4)
+    layers = _zoo()
+    counts = histograms.log_magnitude_histograms(layers, bins, torch.device("cpu"))
+    assert counts.shape == (len(layers), bins.num_buckets)
+    for row, layer in zip(counts.tolist(), layers, strict=True):
+        assert row == _reference(layer, bins)
