@@ -569,7 +569,11 @@ class GradFlowEngine:
         """A console warning on rank zero, at most once per fit-independent ``key``."""
         if key not in self._warned and self.run.is_rank_zero:
             self._warned.add(key)
-            warnings.warn(message, GradFlowWarning, stacklevel=2)
+            warnings.warn(
+                message,
+                GradFlowWarning,
+                stacklevel=2,  # pragma: no mutate (a library line either way)
+            )
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -649,13 +653,16 @@ class GradFlowEngine:
                 "and are not monitored"
             )
         if self.run.is_rank_zero:
-            warnings.warn(message, GradFlowWarning, stacklevel=2)
+            warnings.warn(
+                message,
+                GradFlowWarning,
+                stacklevel=2,  # pragma: no mutate (a library line either way)
+            )
         return collector
 
     def _rebuild(self, model: nn.Module) -> GradientCollector:
         if self._collector is not None and self._collector.num_pending:
-            info = replace(self._last_info, step=self._captured_step())
-            action = self._handle(self._collector.flush(), info)
+            action = self._handle(self._collector.flush(), self._last_info)
             self._deferred = "stop" if action == "stop" else self._deferred
         self._collector = None
         return self._ensure_collector(model)  # its summary.remap starts a new band
@@ -675,9 +682,6 @@ class GradFlowEngine:
         not would flush (a collective) on one rank only: every rank takes the same answer.
         """
         return not self.run.reduce_any(not self._budget.allows())
-
-    def _captured_step(self) -> int:
-        return self._captured[0] if self._captured is not None else 0
 
     def _diagnose_if_nonfinite(self, step: int, rerun: Callable[[], object]) -> None:
         """Before the update spreads it into the weights, find where a NaN/Inf began.
