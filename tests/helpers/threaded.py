@@ -54,6 +54,11 @@ def run_on_threaded_ranks(fn: Callable[..., Any], *args: Any, world: int = 2) ->
     finally:
         isolate(False)
         _uninstall_threaded_pg()
+        # torch.compile's stance is process-wide: ranks entering and leaving the engine's eager
+        # forward in interleaved order can leave "force_eager" behind for later tests
+        set_stance = getattr(torch.compiler, "set_stance", None)
+        if set_stance is not None:
+            set_stance("default")
     if errors:
         raise errors[0]
     return [results[rank] for rank in range(world)]
