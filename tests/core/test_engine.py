@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gradflow.core.alerts import GradientPathologyError
+from lightning_gradflow.core.alerts import Alert, GradientPathologyError
 from lightning_gradflow.core.collector import StepRecord
 from lightning_gradflow.core.sinks import GradFlowWarning, Sink
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
@@ -216,13 +216,17 @@ def test_new_parameters_are_named_in_one_warning_and_sorted_by_the_next_forward(
 @pytest.mark.parametrize(
     ("nan_at", "actions"), [(1, ["warn", "warn", "stop"]), (None, ["warn"] * 3)]
 )
+@pytest.mark.parametrize("log_every", [50, 2])  # step 2 logs nothing / is itself judged
 @pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
-def test_a_stop_decided_on_the_steps_judged_at_new_parameters_stops_that_batch(nan_at, actions):
-    """Step 1 waits for its judgement (logged every 50); the module added at step 2 has it
-    judged early, and its stop is the answer of step 2's batch."""
+def test_a_stop_decided_on_the_steps_judged_at_new_parameters_stops_that_batch(
+    nan_at, actions, log_every
+):
+    """Step 1 waits for its judgement; the module added at step 2 has it judged early, and
+    its stop is the answer of step 2's batch, whether that batch then judges steps of its own
+    (which call for nothing) or not."""
     torch.manual_seed(0)
     model = Growing()
-    engine = _engine(model, on_alert="stop", log_every_n_steps=50)
+    engine = _engine(model, on_alert="stop", log_every_n_steps=log_every)
     decided = []
     for step in range(3):
         if step == 2:
@@ -581,3 +585,39 @@ def test_the_heatmap_gets_the_history_and_the_fixed_range(monkeypatch):
     assert calls == [(["0", "2"], [0], (-6.0, 0.0)), (["0", "2"], [0, 1, 2], (-6.0, 0.0))]
     heatmaps = [(step, image[0, 0, 0]) for step, tag, image in recorder.images if "heatmap" in tag]
     assert heatmaps == [(0, 1), (2, 2)]
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_a_warn_only_policy_answers_warn_on_alerting_steps():
+    model = _mlp()
+    engine = _engine(model)  # on_alert="warn": nothing may interrupt
+    assert _step(engine, model, 0, _x(0, nan=True)) == "warn"
+    assert [a.kind for a in engine.alerts] == ["nonfinite"]
+
+
+def _alert(kind: str) -> Alert:
+    return Alert(kind, "critical", 3, None, ("l0",), 1.0, 0.5, f"{kind} seen", "a fix")
+
+
+def test_a_raise_carries_the_alerts_that_asked_for_it_not_the_others():
+    engine = _engine(_mlp(), actions={"nonfinite": "raise", "exploding": "warn"})
+    raising, warning = _alert("nonfinite"), _alert("exploding")
+    with pytest.raises(GradientPathologyError) as error:
+        engine._act([warning, raising])
+    assert error.value.alerts == [raising]
+
+
+def test_a_probe_alert_of_a_logged_step_is_handled_with_it():
+    """A probe alert due on a step that also judges gradients is announced there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 1))
+    with torch.no_grad():
+        model[0].weight.mul_(60.0)  # every sigmoid unit saturated
+    engine = _engine(
+        model,
+        probe_every_n_steps=1,
+        probes={"patience": 1},
+        on_alert="stop",
+    )
+    assert _step(engine, model, 0, _x(0) * 5) == "stop"
+    assert "saturation" in [a.kind for a in engine.alerts]
