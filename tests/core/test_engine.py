@@ -621,3 +621,78 @@ def test_a_probe_alert_of_a_logged_step_is_handled_with_it():
     )
     assert _step(engine, model, 0, _x(0) * 5) == "stop"
     assert "saturation" in [a.kind for a in engine.alerts]
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_a_stop_names_the_kinds_that_asked_for_it():
+    model = _mlp()
+    engine = _engine(model, actions={"nonfinite": "stop"})
+    assert _step(engine, model, 0, _x(0, nan=True)) == "stop"
+    assert engine.stop_kinds == ["nonfinite"]
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_the_batchs_amp_scaler_reaches_the_detectors():
+    """Under a float16 GradScaler a NaN step is skipped by the scaler: not alerted at once."""
+    model = _mlp()
+    engine = _engine(model)
+    _step(engine, model, 0, _x(0, nan=True), info=StepInfo(0, amp_scaler=True))
+    assert engine.alerts == []
+    _step(engine, model, 1, _x(1, nan=True))
+    assert [a.kind for a in engine.alerts] == ["nonfinite"]
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_the_flow_history_marks_a_nan_gradient_as_non_finite_not_missing():
+    from lightning_gradflow.core.flow_history import NONFINITE_LOG10
+
+    model = _mlp()
+    engine = _engine(model)
+    _step(engine, model, 0, _x(0, nan=True))
+    assert np.all(engine._history.log10_norms()[:, -1] == NONFINITE_LOG10)
+
+
+def test_with_two_optimizers_each_ones_scalars_are_named_after_it():
+    model = _mlp()
+    recorder = Recorder()
+    engine = _engine(model, [recorder])
+    first = torch.optim.SGD(model[0].parameters(), lr=0.0)
+    second = torch.optim.SGD(model[2].parameters(), lr=0.0)
+    engine.forward_start(0, _x(0))
+    model(_x(0)).pow(2).mean().backward()
+    engine.before_optimizer_step(model, first, 0, optimizer_index=0)
+    engine.before_optimizer_step(model, second, 0, optimizer_index=1)
+    engine.end_batch(StepInfo(0))
+    names = set(recorder.metrics[0])
+    assert "grad_norm/total_optimizer0" in names and "grad_norm/total_optimizer1" in names
+    assert "grad_norm/total" not in names
+
+
+@pytest.mark.parametrize(
+    ("hist_every", "plot_every", "hist_steps", "picture_steps"),
+    [
+        ("auto", "auto", [0, 7], [0, 7]),  # "auto" (every step here) waits for the budget
+        (2, 2, [0, 2, 4, 6, 7], [0, 2, 4, 6, 7]),  # a fixed interval does not
+        ("auto", 2, [0, 7], [0, 2, 4, 6, 7]),
+        (2, "auto", [0, 2, 4, 6, 7], [0, 7]),
+    ],
+)
+def test_an_exhausted_budget_postpones_auto_outputs_only_and_never_the_ends(
+    hist_every, plot_every, hist_steps, picture_steps
+):
+    model = _mlp()
+    recorder = Recorder()
+    engine = GradFlowEngine(
+        log_every_n_steps=1,
+        histogram_every_n_steps=hist_every,
+        plot_every_n_steps=plot_every,
+        probe_every_n_steps=None,
+    )
+    engine.start(RunContext(sinks=[recorder], total_steps=8))
+    engine.watch(model)
+    engine._budget.allows = lambda: False  # every output so far took too long
+    for step in range(8):
+        _step(engine, model, step, _x(step))
+    assert sorted(s for s, h in recorder.hists.items() if h) == hist_steps
+    pictures = sorted({s for s, tag, _ in recorder.images if tag == "grad_flow/picture"})
+    assert pictures == picture_steps
