@@ -696,3 +696,93 @@ def test_an_exhausted_budget_postpones_auto_outputs_only_and_never_the_ends(
     assert sorted(s for s, h in recorder.hists.items() if h) == hist_steps
     pictures = sorted({s for s, tag, _ in recorder.images if tag == "grad_flow/picture"})
     assert pictures == picture_steps
+
+
+def _batch(engine: GradFlowEngine, model: nn.Module, optimizer, step: int, rerun=None) -> str:
+    """One batch with the given optimizer (kept across steps)."""
+    x = _x(step)
+    engine.forward_start(step, x)
+    model(x).pow(2).mean().backward()
+    engine.before_optimizer_step(model, optimizer, step, rerun=rerun)
+    optimizer.zero_grad()
+    return engine.end_batch(StepInfo(step))
+
+
+def test_each_output_is_written_at_its_own_step_not_a_later_one():
+    """Scalars every 3, histograms every 2, pictures every 5, checks every 7: each step's
+    outputs are out by the end of that batch."""
+    model = _mlp()
+    recorder = Recorder()
+    engine = GradFlowEngine(
+        log_every_n_steps=3,
+        histogram_every_n_steps=2,
+        plot_every_n_steps=5,
+        probe_every_n_steps=None,
+        check_every_n_steps=7,
+    )
+    engine.start(RunContext(sinks=[recorder]))
+    engine.watch(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    for step in range(11):
+        _batch(engine, model, optimizer, step)
+        done = range(step + 1)
+        assert sorted(recorder.metrics) == [s for s in done if s % 3 == 0], step
+        assert sorted(s for s, h in recorder.hists.items() if h) == [s for s in done if s % 2 == 0]
+        pictures = sorted({s for s, tag, _ in recorder.images if tag == "grad_flow/picture"})
+        assert pictures == [s for s in done if s % 5 == 0], step
+
+
+def test_logged_steps_carry_weight_norms_unless_turned_off():
+    for on in (True, False):  # (update ratios, when logged, come with the weight norms)
+        model = _mlp()
+        recorder = Recorder()
+        engine = _engine(model, [recorder], log_weight_norms=on, log_update_ratios=False)
+        _step(engine, model, 0, _x(0))
+        assert any(k.startswith("weight_norm/") for k in recorder.metrics[0]) is on
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_without_locate_nan_origin_the_forward_is_never_re_run():
+    model = _mlp()
+    engine = _engine(model, locate_nan_origin=False)
+    calls = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = _x(0, nan=True)
+    engine.forward_start(0, x)
+    model(x).pow(2).mean().backward()
+    engine.before_optimizer_step(model, optimizer, 0, rerun=lambda: calls.append(1))
+    engine.end_batch(StepInfo(0))
+    assert calls == [] and [a.kind for a in engine.alerts] == ["nonfinite"]
+
+
+def test_block_granularity_and_histogram_bins_reach_the_collector():
+    from lightning_gradflow.core.histograms import LogBins
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)),
+        nn.Sequential(nn.Linear(4, 1)),
+    )
+    recorder = Recorder()
+    bins = LogBins(low_exp=-3, high_exp=1, per_decade=1)
+    engine = _engine(
+        model, [recorder], granularity="block", histogram_every_n_steps=1, histogram_bins=bins
+    )
+    _step(engine, model, 0, _x(0))
+    assert [layer.name for layer in engine.layers] == ["0", "1"]
+    counts, edges = recorder.hists[0]["grad_log10_hist/00.0"]
+    assert len(counts) == bins.num_buckets and len(edges) == bins.num_buckets + 1
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_a_parameter_appended_to_an_optimizers_group_is_monitored_from_then_on():
+    torch.manual_seed(0)
+    model = Growing()
+    engine = _engine(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    _batch(engine, model, optimizer, 0)
+    model.grow()
+    optimizer.param_groups[0]["params"].extend([*model.pre.parameters(), *model.post.parameters()])
+    _batch(engine, model, optimizer, 1)
+    _batch(engine, model, optimizer, 2)
+    assert [layer.name for layer in engine.layers] == ["pre", "body", "post"]
