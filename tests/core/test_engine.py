@@ -786,3 +786,35 @@ def test_a_parameter_appended_to_an_optimizers_group_is_monitored_from_then_on()
     _batch(engine, model, optimizer, 1)
     _batch(engine, model, optimizer, 2)
     assert [layer.name for layer in engine.layers] == ["pre", "body", "post"]
+
+
+class AlertRecorder(Sink):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def alert(self, alert: Alert, count: int) -> None:
+        self.seen.append((alert.kind, alert.step, count))
+
+
+@pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
+def test_outputs_get_each_alert_with_how_often_its_kind_occurred():
+    model = _mlp()
+    recorder = AlertRecorder()
+    engine = _engine(model, [recorder])
+    for step in range(2):
+        _step(engine, model, step, _x(step, nan=True))
+    assert recorder.seen == [("nonfinite", 0, 1)]  # the repeat at step 1 is counted, not shown
+    assert engine.alert_counts()["nonfinite"] == 2
+
+
+def test_auto_histograms_take_a_tenth_of_a_run_of_known_length():
+    model = _mlp()
+    recorder = Recorder()
+    engine = GradFlowEngine(log_every_n_steps=50, plot_every_n_steps=None, probe_every_n_steps=None)
+    engine.start(RunContext(sinks=[recorder]))
+    engine.expect_steps(40)  # "auto": every 4 steps, and the last
+    engine.watch(model)
+    engine._budget.allows = lambda: True
+    for step in range(40):
+        _step(engine, model, step, _x(step))
+    assert sorted(s for s, h in recorder.hists.items() if h) == [*range(0, 40, 4), 39]
