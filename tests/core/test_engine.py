@@ -804,7 +804,7 @@ def test_outputs_get_each_alert_with_how_often_its_kind_occurred():
     for step in range(2):
         _step(engine, model, step, _x(step, nan=True))
     assert recorder.seen == [("nonfinite", 0, 1)]  # the repeat at step 1 is counted, not shown
-    assert engine.alert_counts()["nonfinite"] == 2
+    assert engine.alert_counts["nonfinite"] == 2
 
 
 def test_auto_histograms_take_a_tenth_of_a_run_of_known_length():
