@@ -818,3 +818,48 @@ def test_auto_histograms_take_a_tenth_of_a_run_of_known_length():
     for step in range(40):
         _step(engine, model, step, _x(step))
     assert sorted(s for s, h in recorder.hists.items() if h) == [*range(0, 40, 4), 39]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("log_every_n_steps", 0),
+        ("linear_histogram_bins", -1),
+        ("check_every_n_steps", 0),
+        ("probe_every_n_steps", 0),
+        ("histogram_every_n_steps", "often"),
+        ("plot_every_n_steps", 0),
+        ("granularity", "module"),
+        ("log_weight_norms", "yes"),
+        ("log_update_ratios", 1),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_by_name(setting: str, value: object):
+    with pytest.raises(ValueError, match=rf"\b{setting}\b.*{value!r}"):
+        GradFlowEngine(**{setting: value})
+
+
+def test_the_documented_defaults():
+    engine = GradFlowEngine()
+    assert (engine.log_weight_norms, engine.log_update_ratios) == (True, True)
+    assert engine.probe_every_n_steps == 500
+    assert engine.histogram_every_n_steps == engine.plot_every_n_steps == "auto"
+
+
+class Reversed(nn.Module):
+    """Registers ``late`` first but runs ``early`` first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = nn.Linear(4, 1)
+        self.early = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.late(self.early(x))
+
+
+def test_layers_follow_the_forward_pass_not_the_registration_order():
+    model = Reversed()
+    engine = _engine(model)
+    _step(engine, model, 0, _x(0))
+    assert [layer.name for layer in engine.layers] == ["early", "late"]
