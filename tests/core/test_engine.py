@@ -863,3 +863,9 @@ def test_layers_follow_the_forward_pass_not_the_registration_order():
     engine = _engine(model)
     _step(engine, model, 0, _x(0))
     assert [layer.name for layer in engine.layers] == ["early", "late"]
+
+
+def test_an_engine_that_saw_no_model_has_no_layers():
+    engine = GradFlowEngine()
+    engine.start(RunContext(sinks=[]))
+    assert engine.layers == [] and engine.layer_tags == []
