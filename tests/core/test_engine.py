@@ -832,6 +832,8 @@ def test_auto_histograms_take_a_tenth_of_a_run_of_known_length():
         ("granularity", "module"),
         ("log_weight_norms", "yes"),
         ("log_update_ratios", 1),
+        ("sharded", "yes"),
+        ("locate_nan_origin", 2),
     ],
 )
 def test_a_setting_out_of_range_is_refused_by_name(setting: str, value: object):
