@@ -743,11 +743,12 @@ def test_logged_steps_carry_weight_norms_unless_turned_off():
 
 @pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
 def test_without_locate_nan_origin_the_forward_is_never_re_run():
-    model = _mlp()
+    torch.manual_seed(0)
+    model = nn.Sequential(Sqrt(), nn.Linear(2, 1))  # the NaN begins inside: finding it re-runs
     engine = _engine(model, locate_nan_origin=False)
     calls = []
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    x = _x(0, nan=True)
+    x = _negative_at(0, {0})
     engine.forward_start(0, x)
     model(x).pow(2).mean().backward()
     engine.before_optimizer_step(model, optimizer, 0, rerun=lambda: calls.append(1))
@@ -871,3 +872,15 @@ def test_an_engine_that_saw_no_model_has_no_layers():
     engine = GradFlowEngine()
     engine.start(RunContext(sinks=[]))
     assert engine.layers == [] and engine.layer_tags == []
+
+
+def test_an_optimizer_made_anew_at_the_same_index_is_read_with_its_own_parameters():
+    model = _mlp()
+    recorder = Recorder()
+    engine = _engine(model, [recorder])
+    _batch(engine, model, torch.optim.SGD(model[0].parameters(), lr=0.0), 0)
+    model.zero_grad()  # the first optimizer left the other layers' gradients behind
+    _batch(engine, model, torch.optim.SGD(model.parameters(), lr=0.0), 1)  # all layers now
+    model(_x(1)).pow(2).mean().backward()  # lr 0: the same gradients, computed here
+    expected = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert recorder.metrics[1]["grad_norm/total"] == pytest.approx(expected, rel=1e-6)
