@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_gradflow.core.chunking import runs_within
 from lightning_gradflow.core.norms import dense_values
 from lightning_gradflow.core.validation import check_count, fail
 
@@ -130,16 +131,8 @@ def log_magnitude_histograms(
 
 
 def _layer_chunks(rows: list[int], flats: list[list[Tensor]]) -> list[list[int]]:
-    chunks: list[list[int]] = []
-    size = CHUNK_ELEMENTS
-    for row in rows:
-        elements = sum(f.numel() for f in flats[row])
-        if size + elements > CHUNK_ELEMENTS:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(row)
-        size += elements
-    return chunks
+    sizes = [sum(f.numel() for f in flats[row]) for row in rows]
+    return runs_within(rows, sizes, CHUNK_ELEMENTS)
 
 
 def _count_chunk(

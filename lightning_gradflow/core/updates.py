@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_gradflow.core.chunking import runs_within
+
 _EXACT_DTYPES = (torch.float32, torch.float64)
 
 
@@ -143,16 +145,8 @@ class UpdateReader:
 
 def _chunks(indices: list[int], params: Sequence[Tensor]) -> list[list[int]]:
     """``indices`` in runs of at most :data:`CHUNK_BYTES` of parameters (at least one each)."""
-    chunks: list[list[int]] = []
-    size = CHUNK_BYTES
-    for i in indices:
-        nbytes = params[i].numel() * params[i].element_size()
-        if size + nbytes > CHUNK_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(i)
-        size += nbytes
-    return chunks
+    sizes = [params[i].numel() * params[i].element_size() for i in indices]
+    return runs_within(indices, sizes, CHUNK_BYTES)
 
 
 def update_reader(optimizer: object, params: Sequence[Tensor]) -> UpdateReader | None:
