@@ -34,6 +34,8 @@ from lightning_gradflow.core.norms import dense_values
 from lightning_gradflow.core.validation import check_count, fail
 
 _NONFINITE_LOG = 400.0  # where NaN and Inf go on the log10 axis: above any finite log10
+_ZERO_LOG = 401.0  # where exact zeros (log10 0 = -inf) go: a bin of their own above that
+_WIDE = (torch.float64, torch.complex128)  # their magnitudes are binned in float64
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,13 @@ def log_magnitude_histograms(
         [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0]]
     """
     counts = torch.zeros(len(layers), bins.num_buckets, dtype=torch.float64, device=device)
-    flats = [[dense_values(t).detach().reshape(-1) for t in layer] for layer in layers]
-    for wide in (False, True):
-        rows = [
-            i
-            for i, layer in enumerate(flats)
-            if layer and wide == any(f.dtype in (torch.float64, torch.complex128) for f in layer)
-        ]
-        for chunk in _layer_chunks(rows, flats):
-            _count_chunk(counts, chunk, flats, layers, bins, wide)
+    with torch.no_grad():
+        flats = [[dense_values(t).reshape(-1) for t in layer] for layer in layers]
+        wide_rows = {i for i, layer in enumerate(flats) if any(f.dtype in _WIDE for f in layer)}
+        for wide in (False, True):
+            rows = [i for i, layer in enumerate(flats) if layer and (i in wide_rows) == wide]
+            for chunk in _layer_chunks(rows, flats):
+                _count_chunk(counts, chunk, flats, layers, bins, wide)
     return counts
 
 
@@ -147,39 +147,34 @@ def _count_chunk(
     device = counts.device
     dtype = torch.float64 if wide else torch.float32
     parts = [f.abs() if f.is_complex() else f for row in rows for f in flats[row]]
-    row_of = [k for k, row in enumerate(rows) for _ in flats[row]]
     # torch.cat always copies: the gradients are untouched by the in-place steps below
     magnitude = torch.cat([f.to(device=device, dtype=dtype) for f in parts]).abs_()
-    sizes = [f.numel() for f in parts]
-    pieces = magnitude.split(sizes)
-    nonzero = torch.stack(torch._foreach_norm(pieces, 0)).to(torch.float64)
-    stored_zeros = torch.tensor(sizes, dtype=torch.float64, device=device) - nonzero
-    at = torch.tensor(row_of, device=device)
-    zeros = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(
-        0, at, stored_zeros
-    )
-    implicit = torch.zeros(len(rows), dtype=torch.float64)
-    for k, row in enumerate(rows):
-        implicit[k] = sum(t.numel() for t in layers[row]) - sum(f.numel() for f in flats[row])
     # log10 in place; NaN and +Inf go to a sentinel above every finite log10 (float64's is
-    # 308), zeros (-inf) and magnitudes below 10^lo to the first value bin; then each value's
-    # bin index, offset by its layer's row, counted by scatter_add_ (no host sync, unlike
-    # bincount on CUDA)
-    logs = magnitude.log10_().nan_to_num_(nan=_NONFINITE_LOG, posinf=_NONFINITE_LOG)
+    # 308) and exact zeros (-inf) to one above that, magnitudes below 10^lo to the first value
+    # bin; then each value's bin index, offset by its layer's row, counted by scatter_add_ (no
+    # host sync, unlike bincount on CUDA). The sentinels are integers, so their bins are exact.
+    logs = magnitude.log10_().nan_to_num_(
+        nan=_NONFINITE_LOG, posinf=_NONFINITE_LOG, neginf=_ZERO_LOG
+    )
     index = logs.clamp_(min=bins.low_exp).sub_(bins.low_exp).mul_(bins.per_decade).long()
     nonfinite = int((_NONFINITE_LOG - bins.low_exp) * bins.per_decade)
-    stride = nonfinite + 1
-    torch._foreach_add_(index.split(sizes), [k * stride for k in row_of])
+    zero = int((_ZERO_LOG - bins.low_exp) * bins.per_decade)
+    stride = zero + 1
+    row_sizes = [sum(f.numel() for f in flats[row]) for row in rows]
+    torch._foreach_add_(index.split(row_sizes), [k * stride for k in range(len(rows))])
     ones = torch.ones((), dtype=torch.float64, device=device).expand(index.numel())
     found = torch.zeros(len(rows) * stride, dtype=torch.float64, device=device)
     found = found.scatter_add_(0, index, ones).view(len(rows), stride)
     value_bins = bins.num_value_bins
-    block = torch.zeros(len(rows), bins.num_buckets, dtype=torch.float64, device=device)
+    block = torch.empty(len(rows), bins.num_buckets, dtype=torch.float64, device=device)
+    block[:, 0] = found[:, zero]
     block[:, 1:-1] = found[:, :value_bins]
     block[:, -2] += found[:, value_bins:nonfinite].sum(dim=1)  # 10^hi and above: the last bin
-    block[:, 1] -= zeros
-    block[:, 0] = zeros + implicit.to(device)
     block[:, -1] = found[:, nonfinite]
+    stored = zip(rows, row_sizes, strict=True)
+    implicit = [sum(t.numel() for t in layers[r]) - size for r, size in stored]
+    if any(implicit):  # the elements sparse tensors do not store are zeros
+        block[:, 0] += torch.tensor(implicit, dtype=torch.float64, device=device)
     counts[rows] = block
 
 

@@ -21,6 +21,48 @@ from lightning_gradflow.core.sinks import Histogram, Sink
 from lightning_gradflow.writers.tensorboard_layout import gradient_flow_layout
 
 
+def histogram_fields(histograms: Mapping[str, Histogram]) -> dict[str, dict[str, Any]]:
+    """``add_histogram_raw``'s arguments for each histogram with a count, its statistics taken
+    from the bucket centres; those sharing their edges (every layer's log10 histogram) are
+    computed together, as one matrix.
+
+    Example:
+        >>> edges = np.array([0.0, 1.0, 2.0])
+        >>> hists = {"a": (np.array([1.0, 3.0]), edges), "b": (np.zeros(2), edges)}
+        >>> fields = histogram_fields(hists)
+        >>> list(fields), fields["a"]["sum"], fields["a"]["max"]
+        (['a'], 5.0, 2.0)
+    """
+    groups: dict[bytes, tuple[np.ndarray, list[str], list[np.ndarray]]] = {}
+    for tag, (counts, edges) in histograms.items():
+        edges = np.asarray(edges, dtype=np.float64)  # pragma: no mutate (float input)
+        group = groups.setdefault(edges.tobytes(), (edges, [], []))
+        group[1].append(tag)
+        group[2].append(np.asarray(counts, dtype=np.float64))  # pragma: no mutate (float input)
+    fields = {}
+    for edges, tags, rows in groups.values():
+        counts = np.stack(rows)
+        centres = (edges[:-1] + edges[1:]) / 2
+        totals = counts.sum(axis=1)
+        sums, squares = counts @ centres, counts @ centres**2
+        used = counts != 0
+        first = used.argmax(axis=1)
+        last = counts.shape[1] - used[:, ::-1].argmax(axis=1)
+        limits = edges[1:].tolist()
+        for i, tag in enumerate(tags):
+            if totals[i] > 0:
+                fields[tag] = {
+                    "min": float(edges[first[i]]),
+                    "max": float(edges[last[i]]),
+                    "num": float(totals[i]),
+                    "sum": float(sums[i]),
+                    "sum_squares": float(squares[i]),
+                    "bucket_limits": limits,
+                    "bucket_counts": counts[i].tolist(),
+                }
+    return {tag: fields[tag] for tag in histograms if tag in fields}
+
+
 class TensorBoardWriter(Sink):
     """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (what ``TensorBoardLogger`` holds).
 
@@ -66,24 +108,7 @@ class TensorBoardWriter(Sink):
         self._write(step, [v for tag, value in tags.items() for v in scalar(tag, value).value])
 
     def histograms(self, step: int, histograms: Mapping[str, Histogram]) -> None:
-        fields = {}
-        for tag, (counts, edges) in histograms.items():
-            counts = np.asarray(counts, dtype=np.float64)  # pragma: no mutate (float input)
-            edges = np.asarray(edges, dtype=np.float64)  # pragma: no mutate (float input)
-            total = float(counts.sum())
-            if total <= 0:
-                continue
-            centres = (edges[:-1] + edges[1:]) / 2
-            used = np.flatnonzero(counts)
-            fields[tag] = {
-                "min": float(edges[used[0]]),
-                "max": float(edges[used[-1] + 1]),
-                "num": total,
-                "sum": float((counts * centres).sum()),
-                "sum_squares": float((counts * centres**2).sum()),
-                "bucket_limits": edges[1:].tolist(),
-                "bucket_counts": counts.tolist(),
-            }
+        fields = histogram_fields(histograms)
         if not self._batched:
             for tag, values in fields.items():
                 self.summary_writer.add_histogram_raw(tag, **values, global_step=step)

@@ -220,7 +220,8 @@ def _zoo() -> list[list[torch.Tensor]]:
         signs = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
         return (signs * 10.0**exponents).to(dtype)
 
-    special = torch.tensor([0.0, 0.0, float("nan"), float("inf"), -float("inf"), 1e-30, 3e9])
+    nan, inf = float("nan"), float("inf")
+    special = torch.tensor([0.0, -0.0, nan, inf, -inf, 1e-30, 1e-45, 3e9])
     sparse = torch.zeros(6, 5)
     sparse[1, 2], sparse[4, 0] = 2.5e-3, float("nan")
     return [
@@ -243,5 +244,23 @@ def test_all_layers_at_once_count_what_the_reference_counts(monkeypatch, chunk: 
     layers = _zoo()
     counts = histograms.log_magnitude_histograms(layers, bins, torch.device("cpu"))
     assert counts.shape == (len(layers), bins.num_buckets)
+    for row, layer in zip(counts.tolist(), layers, strict=True):
+        assert row == _reference(layer, bins)
+
+
+@pytest.mark.parametrize(
+    "bins",
+    [
+        LogBins(low_exp=-7, high_exp=5, per_decade=3),
+        LogBins(low_exp=-50, high_exp=-1, per_decade=7),
+    ],
+)
+def test_zeros_and_nonfinite_keep_their_own_buckets_in_any_bin_layout(bins: LogBins):
+    """Zeros and NaN/Inf are told apart by sentinels on the log10 axis; their bins must be
+    exact for any number of bins per decade, and a float32 subnormal is a value, not a zero."""
+    from lightning_gradflow.core import histograms
+
+    layers = _zoo()
+    counts = histograms.log_magnitude_histograms(layers, bins, torch.device("cpu"))
     for row, layer in zip(counts.tolist(), layers, strict=True):
         assert row == _reference(layer, bins)

@@ -73,6 +73,34 @@ def test_tensorboard_histogram_fields(tb):
     assert list(h.bucket) == [0.0, 3.0, 0.0, 2.0, 1.0, 0.0]
 
 
+def test_tensorboard_histograms_of_different_edges_in_one_call(tb):
+    """Log10 histograms share their edges and are summarised together; a linear histogram
+    (edges of its own) written in the same call keeps its own statistics."""
+    writer, summary, log_dir = tb
+    linear_edges = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    writer.histograms(
+        3,
+        {
+            "grad_hist/a": (COUNTS, EDGES),
+            "grad_linear/a": (np.array([0.0, 1.0, 0.0, 3.0]), linear_edges),
+            "grad_hist/b": (COUNTS[::-1].copy(), EDGES),
+        },
+    )
+    summary.flush()
+    events = _read(log_dir)
+    assert events.Tags()["histograms"] == ["grad_hist/a", "grad_linear/a", "grad_hist/b"]
+    a = events.Histograms("grad_hist/a")[0].histogram_value
+    b = events.Histograms("grad_hist/b")[0].histogram_value
+    linear = events.Histograms("grad_linear/a")[0].histogram_value
+    assert (a.min, a.max, a.num, a.sum) == (-12.0, 4.0, 6, pytest.approx(-28.0))
+    assert (b.min, b.max, b.num) == (-12.0, 4.0, 6)  # reversed: buckets 1, 2, 4 used
+    assert b.sum == pytest.approx(1 * -8.0 + 2 * -3.5 + 3 * 1.0)
+    assert list(b.bucket) == [0.0, 1.0, 2.0, 0.0, 3.0, 0.0]
+    assert (linear.min, linear.max, linear.num) == (-1.0, 2.0, 4)
+    assert (linear.sum, linear.sum_squares) == (pytest.approx(-0.5 + 3 * 1.5), 0.25 + 3 * 2.25)
+    assert list(linear.bucket_limit) == [-1.0, 0.0, 1.0, 2.0]
+
+
 @pytest.mark.parametrize(("used", "low", "high"), [(0, -13.0, -12.0), (5, 4.0, 5.0)])
 def test_tensorboard_histogram_range_in_the_outer_buckets(tb, used, low, high):
     writer, summary, log_dir = tb
