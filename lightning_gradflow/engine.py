@@ -790,7 +790,7 @@ class GradFlowEngine:
     def _log_scalars(self, record: StepRecord, multi: bool) -> None:
         suffix = f"_optimizer{record.optimizer_index}" if multi else ""
         floor = self.detector_config.vanishing_floor
-        metrics = step_scalars(record, self._tags, floor, suffix)
+        metrics = step_scalars(record, self._tags, floor, suffix, self.log_weight_norms)
         metrics.update(alert_scalars(self._manager.announced_counts, self._manager.counts))
         self._outputs.scalars(record.step, metrics)
 

@@ -111,7 +111,11 @@ def alert_scalars(
 
 
 def step_scalars(
-    record: StepRecord, tags: Sequence[str], floor: float, suffix: str = ""
+    record: StepRecord,
+    tags: Sequence[str],
+    floor: float,
+    suffix: str = "",
+    weight_norms: bool = True,
 ) -> dict[str, float]:
     """Every per-step and per-layer scalar of a logged step.
 
@@ -120,6 +124,8 @@ def step_scalars(
         tags: :func:`depth_tags` of the layers.
         floor: the vanishing floor (for ``grad_flow/dead_layers``).
         suffix: ``_optimizer<k>`` when several optimizers step, appended to the step-wide tags.
+        weight_norms: write the record's weight norms (``weight_norm/<layer>``); a record can
+            hold them without their being asked for, because the update ratios need them.
     """
     metrics = {
         f"grad_norm/total{suffix}": record.total_norm,
@@ -133,7 +139,7 @@ def step_scalars(
         if not record.has_grad[i]:
             continue
         metrics[f"grad_log10_norm/{tag}"] = float(logs[i])
-        if record.weight_norms is not None:
+        if weight_norms and record.weight_norms is not None:
             metrics[f"weight_norm/{tag}"] = float(record.weight_norms[i])
         if ratios is not None and np.isfinite(ratios[i]):  # a NaN/Inf ratio is left out
             metrics[f"update_ratio_log10/{tag}"] = float(ratios[i])

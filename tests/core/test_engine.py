@@ -733,13 +733,23 @@ def test_each_output_is_written_at_its_own_step_not_a_later_one():
         assert pictures == [s for s in done if s % 5 == 0], step
 
 
-def test_logged_steps_carry_weight_norms_unless_turned_off():
-    for on in (True, False):  # (update ratios, when logged, come with the weight norms)
+@pytest.mark.parametrize("ratios", [False, True])
+def test_logged_steps_carry_weight_norms_unless_turned_off(ratios: bool):
+    """The update ratios need the weight norms, but asking for the ratios alone does not
+    write the norms."""
+    for on in (True, False):
         model = _mlp()
         recorder = Recorder()
-        engine = _engine(model, [recorder], log_weight_norms=on, log_update_ratios=False)
-        _step(engine, model, 0, _x(0))
+        engine = _engine(model, [recorder], log_weight_norms=on, log_update_ratios=ratios)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        engine.forward_start(0, _x(0))
+        model(_x(0)).pow(2).mean().backward()
+        engine.before_optimizer_step(model, optimizer, 0)
+        optimizer.step()
+        engine.after_optimizer_step()
+        engine.end_batch(StepInfo(0))
         assert any(k.startswith("weight_norm/") for k in recorder.metrics[0]) is on
+        assert any(k.startswith("update_ratio_log10/") for k in recorder.metrics[0]) is ratios
 
 
 @pytest.mark.filterwarnings("ignore::lightning_gradflow.core.sinks.GradFlowWarning")
