@@ -20,10 +20,14 @@ variant, min and median over repeats:
 
 Variants (``K`` = ``--hist-every``, 50 by default, wandb.watch's usual rate):
     bare                  the loggers only (TensorBoard + offline W&B, in every variant)
-    gradflow_default      GradFlowMonitor() with its defaults
-    gradflow_periodic_K   the defaults with histograms, picture and probes every K steps:
-                          with the defaults' 500 these fall outside a short run, so the
-                          "amortised defaults" row adds (periodic - default) * K / 500
+    gradflow_default      GradFlowMonitor() with its defaults: in a run of known length the
+                          "auto" histograms and pictures come at the first and last step
+                          and at most ten times between, postponed while they have taken
+                          over 1 % of the run, so a short window is mostly its first and
+                          last pictures (``--steps 2000 --variants gradflow_default`` for
+                          a longer run)
+    gradflow_periodic_K   the defaults with histograms, picture and probes every K steps
+                          (what a dense setting costs)
     gradflow_hist_K       GradFlowMonitor: scalars + histograms every K steps, no probes,
                           picture, weight norms or update ratios (what wandb.watch logs)
     gradflow_nohist_K     the same without histograms: the difference of their logged steps
@@ -338,7 +342,7 @@ def run_variant(variant: str, args: argparse.Namespace, workdir: Path) -> dict[s
     }
 
 
-def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str, Any]]:
+def summarise(runs: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
     """Per variant: own time and its share, end-to-end ratios; min and median over repeats."""
     rows = []
     for variant, results in runs.items():
@@ -350,17 +354,6 @@ def summarise(runs: dict[str, list[dict[str, float]]], k: int) -> list[dict[str,
             ratios = [r[clock] / b[clock] for r, b in zip(results, runs["bare"], strict=True)]
             row[f"e2e_{clock}"] = (min(ratios), statistics.median(ratios))
         rows.append(row)
-    by = {r["variant"]: r for r in rows}
-    if not {"gradflow_default", f"gradflow_periodic_{k}"} <= set(by):
-        return rows
-    default, periodic = by["gradflow_default"], by[f"gradflow_periodic_{k}"]
-    scale = k / 500
-    amortised = {"variant": "gradflow_default (amortised, 500-step work included)"}
-    for key in ("own", "own_wall", "own_share", "quiet", "logged", "e2e_wall", "e2e_cpu"):
-        amortised[key] = tuple(
-            d + (p - d) * scale for d, p in zip(default[key], periodic[key], strict=True)
-        )
-    rows.insert(3, amortised)
     return rows
 
 
@@ -393,33 +386,54 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, bare_ms: floa
         )
     by = {r["variant"]: r for r in rows}
     k = args.hist_every
-    if not set(variants(k)) <= set(by):
-        return "\n".join(lines) + "\n"
-    ours = by[f"gradflow_hist_{k}"]
-    lines += ["", "Own time (medians), as factors:", ""]
-    histograms = ours["logged"][1] - by[f"gradflow_nohist_{k}"]["logged"][1]
-    lines.append(
-        f"- the histograms themselves (logged step of gradflow_hist_{k} minus "
-        f"gradflow_nohist_{k}'s, medians): {1e3 * histograms:.1f} ms"
-    )
-    for peer in (f"wandb_watch_{k}", f"tb_histogram_{k}"):
-        lines.append(
-            f"- histograms every {k} steps: {peer} / gradflow_hist_{k} = "
-            f"{by[peer]['own'][1] / ours['own'][1]:.1f}x per step overall (ours also reads "
-            "every step's norms for the detectors), "
-            f"{by[peer]['logged'][1] / ours['logged'][1]:.1f}x per histogram step (ours also "
-            f"judges the {k} pending steps and writes the scalars there), "
-            + (
-                f"{by[peer]['logged'][1] / histograms:.1f}x against the histograms themselves"
-                if histograms > 0
-                else "the histograms themselves below the noise"
-            )
+    ours, theirs = by.get(f"gradflow_hist_{k}"), by.get(f"gradflow_nohist_{k}")
+    factors = []
+    if ours is not None and theirs is not None:
+        histograms = ours["logged"][1] - theirs["logged"][1]
+        factors.append(
+            f"- the histograms themselves (logged step of gradflow_hist_{k} minus "
+            f"gradflow_nohist_{k}'s, medians): {1e3 * histograms:.1f} ms"
         )
-    lines.append(
-        "- per-layer norms every step: lightning_grad_norm / gradflow_default = "
-        f"{by['lightning_grad_norm']['own'][1] / by['gradflow_default']['own'][1]:.1f}x"
-    )
+        for peer in (f"wandb_watch_{k}", f"tb_histogram_{k}"):
+            if peer not in by:
+                continue
+            factors.append(
+                f"- histograms every {k} steps: {peer} / gradflow_hist_{k} = "
+                f"{by[peer]['own'][1] / ours['own'][1]:.1f}x per step overall (ours also reads "
+                "every step's norms for the detectors), "
+                f"{by[peer]['logged'][1] / ours['logged'][1]:.1f}x per histogram step (ours "
+                f"also judges the {k} pending steps and writes the scalars there), "
+                + (
+                    f"{by[peer]['logged'][1] / histograms:.1f}x against the histograms themselves"
+                    if histograms > 0
+                    else "the histograms themselves below the noise"
+                )
+            )
+    if {"lightning_grad_norm", "gradflow_default"} <= set(by):
+        factors.append(
+            "- per-layer norms every step: lightning_grad_norm / gradflow_default = "
+            f"{by['lightning_grad_norm']['own'][1] / by['gradflow_default']['own'][1]:.1f}x"
+        )
+    if factors:
+        lines += ["", "Own time (medians), as factors:", "", *factors]
     return "\n".join(lines) + "\n"
+
+
+def render(path: Path) -> None:
+    """Rewrite the ``.md`` beside a saved ``.json`` from its runs (after a change of the table)."""
+    raw = json.loads(path.read_text())
+    saved = raw["args"]
+    args = argparse.Namespace(
+        **{k: saved[k] for k in ("device", "seq_len")},
+        **{k: int(saved[k]) for k in ("depth", "d_model", "batch_size", "steps", "warmup")},
+        **{k: int(saved[k]) for k in ("repeats", "threads", "hist_every")},
+    )
+    rows = summarise(raw["runs"])
+    bare_ms = 1e3 * statistics.median(r["wall"] for r in raw["runs"]["bare"])
+    raw["rows"] = rows
+    path.write_text(json.dumps(raw, indent=2))
+    path.with_suffix(".md").write_text(markdown(rows, args, bare_ms))
+    print(f"wrote {path.with_suffix('.md')}")
 
 
 def main() -> None:
@@ -437,7 +451,13 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="a subset (bare is always run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--tag", default="", help="appended to the result files' names")
+    parser.add_argument(
+        "--render", type=Path, help="write the table again from a saved .json, running nothing"
+    )
     args = parser.parse_args()
+    if args.render is not None:
+        render(args.render)
+        return
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -457,7 +477,7 @@ def main() -> None:
                     f"own {1e3 * result['own']:7.3f} ms/step ({100 * result['own_share']:.2f} %)",
                     flush=True,
                 )
-    rows = summarise(runs, args.hist_every)
+    rows = summarise(runs)
     bare_ms = 1e3 * statistics.median(r["wall"] for r in runs["bare"])
     name = f"overhead_d{args.depth}x{args.d_model}_b{args.batch_size}_{args.device}{args.tag}"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from overhead import PreNormTransformer  # this folder is on the path when run as a script
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--depth", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
@@ -119,10 +122,10 @@ def main() -> None:
         for variant in VARIANTS:
             results[variant].append(run(variant, args))
     tensors = sum(1 for _ in PreNormTransformer(args.depth, args.d_model).parameters())
-    print(
+    lines = [
         f"{args.depth} layers, d={args.d_model}, batch {args.batch_size}: {tensors} tensors; "
         f"ms per quiet step, min / median of {args.repeats} repeats"
-    )
+    ]
     own = {v: [r[0] for r in rs] for v, rs in results.items()}
     stepping = {v: [r[1] for r in rs] for v, rs in results.items()}
     floor = statistics.median(own["foreach"])
@@ -132,11 +135,20 @@ def main() -> None:
         step_mid = statistics.median(stepping[variant])
         net = mid + step_mid - reference
         ratio = f", {mid / floor:.2f}x foreach" if variant != "none" else ""
-        print(
+        lines.append(
             f"{variant:8s} own {1e3 * low:.3f} / {1e3 * mid:.3f}{ratio}; optimizer.step "
             f"{1e3 * step_mid:.3f}; net {1e3 * net:.3f}"
         )
-    print(f"foreach back to back, gradients in cache: {1e3 * in_cache(args):.3f} ms")
+    lines.append(f"foreach back to back, gradients in cache: {1e3 * in_cache(args):.3f} ms")
+    print("\n".join(lines))
+    command = " ".join(["python benchmarks/per_step.py", *sys.argv[1:]])
+    path = args.out / f"per_step_d{args.depth}x{args.d_model}_b{args.batch_size}_cpu.md"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"`{command}` (one torch thread, thread CPU time, torch {torch.__version__}):\n\n"
+        "```\n" + "\n".join(lines) + "\n```\n"
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ Per point, the median over steps of:
 Writes ``scaling.md`` (the table) and ``scaling.png`` (the plot) into ``--out``.
 
 Usage:
-    python benchmarks/scaling.py            # about 3 minutes on one CPU core
+    python benchmarks/scaling.py            # about half a minute on one CPU core
 """
 
 from __future__ import annotations

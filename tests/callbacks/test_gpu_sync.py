@@ -3,6 +3,10 @@
 ``torch.cuda.set_sync_debug_mode("error")`` turns every synchronising call (``.item()``, a
 device-to-host copy, ``nonzero``, a blocking host-to-device copy) into an error; it is on only
 around the monitor's own calls, so the model and the optimizer may do as they like.
+
+Which steps log nothing follows from the schedule, and the Lightning test's list of them runs
+on the CPU too, with every copy to the host made an error there instead: so the list is checked
+here even where no device is lent.
 """
 
 from __future__ import annotations
@@ -18,10 +22,8 @@ from lightning_gradflow import GradFlowMonitor
 from lightning_gradflow.engine import GradFlowEngine, RunContext, StepInfo
 from tests.helpers.lightning_models import Regressor, mlp, quiet_trainer, regression_loader
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+gpu = pytest.mark.gpu
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @contextmanager
@@ -33,6 +35,21 @@ def no_sync():
         torch.cuda.set_sync_debug_mode("default")
 
 
+@contextmanager
+def no_copy_to_host(monkeypatch: pytest.MonkeyPatch):
+    """The CPU stand-in for :func:`no_sync`: the monitor's copy of its records to the host (the
+    only synchronising call of a flush) is an error."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a step that logs nothing copied its records to the host")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("lightning_gradflow.core.collector.copy_to_host", refuse)
+        yield
+
+
+@gpu
+@cuda_only
 def test_engine_steps_that_log_nothing_never_synchronise():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.LayerNorm(32), nn.Linear(32, 1)).cuda()
@@ -69,28 +86,49 @@ HOOKS = (
 )
 
 
-def _guarded(monitor: GradFlowMonitor, quiet: range) -> GradFlowMonitor:
-    """The monitor's per-step hooks run in error mode on the global steps in ``quiet``."""
+def _guarded(monitor: GradFlowMonitor, quiet: list[int], guard) -> GradFlowMonitor:
+    """The monitor's per-step hooks run under ``guard`` on the batches of the steps in ``quiet``.
 
-    def wrap(hook):
+    The hooks before the update see the batch's step as ``trainer.global_step``; at the end of
+    the batch the optimizer has stepped and ``global_step`` is one more.
+    """
+
+    def wrap(name, hook):
+        after_update = name == "on_train_batch_end"
+
         def guarded(trainer, *args, **kwargs):
-            if trainer.global_step in quiet:
-                with no_sync():
+            if trainer.global_step - after_update in quiet:
+                with guard():
                     return hook(trainer, *args, **kwargs)
             return hook(trainer, *args, **kwargs)
 
         return guarded
 
     for name in HOOKS:
-        setattr(monitor, name, wrap(getattr(monitor, name)))
+        setattr(monitor, name, wrap(name, getattr(monitor, name)))
     return monitor
 
 
-def test_lightning_steps_that_log_nothing_never_synchronise(tmp_path):
-    monitor = _guarded(GradFlowMonitor(), quiet=range(2, 40))  # logs at 0 and 50
+STEPS = 45
+# Scalars and checks every 50 (the Trainer's interval), so at step 0; histograms every 5 and
+# pictures every 10 (set, not "auto", whose time budget may postpone them) and at the last
+# step. Step 1 reads the weights again (the step after a check); 2, 3, 4, 6, ... log nothing.
+DUE = {0, 1, *range(0, STEPS, 5), STEPS - 1}
+QUIET = [step for step in range(STEPS) if step not in DUE]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[gpu, cuda_only])])
+def test_lightning_steps_that_log_nothing_never_synchronise(tmp_path, monkeypatch, device):
+    guard = no_sync if device == "cuda" else (lambda: no_copy_to_host(monkeypatch))
+    outputs = GradFlowMonitor(histogram_every_n_steps=5, plot_every_n_steps=10)
+    monitor = _guarded(outputs, QUIET, guard)
     trainer = quiet_trainer(
-        accelerator="cuda", devices=1, logger=CSVLogger(tmp_path), callbacks=[monitor], max_steps=45
+        accelerator=device,
+        devices=1,
+        logger=CSVLogger(tmp_path),
+        callbacks=[monitor],
+        max_steps=STEPS,
     )
-    trainer.fit(Regressor(mlp(depth=3)), regression_loader(n=45 * 8, batch_size=8))
-    assert monitor.engine.optimizer_steps == {0: 45}
+    trainer.fit(Regressor(mlp(depth=3)), regression_loader(n=STEPS * 8, batch_size=8))
+    assert monitor.engine.optimizer_steps == {0: STEPS}
     assert monitor.alerts == []
