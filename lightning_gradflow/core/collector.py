@@ -26,11 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_gradflow.core.flow import DepthFit, fit_depth_profile
 from lightning_gradflow.core.histograms import (
     LogBins,
     linear_histogram,
@@ -84,6 +86,20 @@ class StepRecord:
     def nonfinite_layers(self) -> np.ndarray:
         """Indices (in depth order) of layers whose gradient contains NaN or Inf."""
         return np.flatnonzero(self.has_grad & ~np.isfinite(self.layer_norms))
+
+    @cached_property
+    def usable_norms(self) -> np.ndarray:
+        """Layer norms, NaN where a layer has no finite positive one (worked out once: several
+        detectors read it; do not modify it)."""
+        norms = self.layer_norms
+        usable = self.has_grad & np.isfinite(norms) & (norms > 0)
+        return np.where(usable, norms, np.nan)
+
+    @cached_property
+    def depth_fit(self) -> DepthFit | None:
+        """:func:`~lightning_gradflow.core.flow.fit_depth_profile` of :attr:`usable_norms`
+        (worked out once: the vanishing and exploding detectors both judge it)."""
+        return fit_depth_profile(self.usable_norms)
 
 
 @dataclass

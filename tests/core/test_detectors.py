@@ -375,3 +375,35 @@ def test_alert_validates_kind_and_severity():
         Alert("bad", "warning", 0, 0, (), 1.0, 1.0, "m", "h")
     with pytest.raises(ValueError, match="severity='fatal'"):
         Alert("vanishing", "fatal", 0, 0, (), 1.0, 1.0, "m", "h")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 49, 50])
+def test_the_windows_median_is_numpys(size: int):
+    """The detectors' median (a partition, ~4x faster than np.median) is np.median's value,
+    for odd and even windows, from a deque, a list or an array, with repeated values."""
+    from collections import deque
+
+    from lightning_gradflow.core.detectors.base import median_of
+
+    rng = np.random.default_rng(size)
+    for values in (rng.lognormal(size=size), np.round(rng.normal(size=size), 1)):
+        expected = float(np.median(values))
+        assert median_of(values) == expected
+        assert median_of(list(values)) == median_of(deque(values)) == expected
+
+
+def test_a_records_depth_fit_is_the_fit_of_its_usable_norms():
+    """The vanishing and exploding detectors share one fit per step, kept on the record: it
+    leaves out layers without a finite positive gradient, as each detector's own fit did."""
+    from lightning_gradflow.core.flow import fit_depth_profile
+
+    norms = np.array([1e-4, np.nan, 0.0, np.inf, 1e-2, 1.0])
+    has = np.array([True, False, True, True, True, True])
+    record = StepRecord(0, 0, norms, has, 1.0)
+    usable = record.usable_norms
+    assert np.isnan(usable[1:4]).all() and usable[[0, 4, 5]].tolist() == [1e-4, 1e-2, 1.0]
+    assert record.depth_fit == fit_depth_profile(
+        np.array([1e-4, np.nan, np.nan, np.nan, 1e-2, 1.0])
+    )
+    assert record.depth_fit is record.depth_fit  # worked out once
+    assert StepRecord(0, 0, np.array([1.0, 0.0]), np.array([True, True]), 1.0).depth_fit is None

@@ -33,10 +33,9 @@ from lightning_gradflow.core.detectors.base import (
     History,
     StepContext,
     name_list,
-    usable_norms,
 )
 from lightning_gradflow.core.detectors.config import DetectorConfig
-from lightning_gradflow.core.flow import fit_depth_profile, fit_line
+from lightning_gradflow.core.flow import fit_line
 
 HINTS = {
     "spike": (
@@ -105,7 +104,7 @@ class ExplodingDetector(GradientDetector):
         if not (median > 0 and total > cfg.spike_factor * median):
             return None
         ratio = total / median
-        norms = usable_norms(record)
+        norms = record.usable_norms
         # NaN (no usable gradient) sorts last; a model with fewer than three such layers names fewer
         top = [ctx.layer_names[i] for i in np.argsort(-norms)[:3] if np.isfinite(norms[i])]
         return self._alert(
@@ -118,8 +117,8 @@ class ExplodingDetector(GradientDetector):
 
     def _depth(self, record: StepRecord, ctx: StepContext) -> Alert | None:
         cfg = self.config
-        norms = usable_norms(record)
-        fit = fit_depth_profile(norms)
+        norms = record.usable_norms
+        fit = record.depth_fit
         if fit is None:
             self._depth_streak = 0
             return None

@@ -16,7 +16,12 @@ import numpy as np
 
 from lightning_gradflow.core.alerts import Alert
 from lightning_gradflow.core.collector import StepRecord
-from lightning_gradflow.core.detectors.base import GradientDetector, History, StepContext
+from lightning_gradflow.core.detectors.base import (
+    GradientDetector,
+    History,
+    StepContext,
+    median_of,
+)
 from lightning_gradflow.core.detectors.config import DetectorConfig
 
 HINT = (
@@ -46,8 +51,8 @@ class LossSpikeDetector(GradientDetector):
         alert = None  # pragma: no mutate (an empty string is as false)
         if self._seen >= cfg.min_history and len(self._losses) >= 3:
             values = np.asarray(self._losses.values())
-            median = float(np.median(values))
-            spread = 1.4826 * float(np.median(np.abs(values - median)))
+            median = median_of(values)
+            spread = 1.4826 * median_of(np.abs(values - median))
             scale = max(abs(median), spread)
             spiking = scale > 0 and loss - median > (cfg.loss_spike_factor - 1) * scale
             self._streak = self._streak + 1 if spiking else 0

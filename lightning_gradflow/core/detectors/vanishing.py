@@ -31,10 +31,8 @@ from lightning_gradflow.core.detectors.base import (
     GradientDetector,
     StepContext,
     name_list,
-    usable_norms,
 )
 from lightning_gradflow.core.detectors.config import DetectorConfig
-from lightning_gradflow.core.flow import fit_depth_profile
 
 HINT = (
     "Use ReLU/GELU with He init instead of sigmoid/tanh, add normalisation or residual "
@@ -105,8 +103,8 @@ class VanishingDetector(GradientDetector):
 
     def _shrinking(self, record: StepRecord, ctx: StepContext) -> list[Alert]:
         cfg = self.config
-        norms = usable_norms(record)
-        fit = fit_depth_profile(norms)
+        norms = record.usable_norms
+        fit = record.depth_fit
         if fit is None:
             self._depth_streak = self._floor_streak = 0
             return []
