@@ -122,28 +122,25 @@ def log_magnitude_histograms(
     counts = torch.zeros(len(layers), bins.num_buckets, dtype=torch.float64, device=device)
     with torch.no_grad():
         flats = [[dense_values(t).reshape(-1) for t in layer] for layer in layers]
+        stored = [sum(f.numel() for f in layer) for layer in flats]
         wide_rows = {i for i, layer in enumerate(flats) if any(f.dtype in _WIDE for f in layer)}
         for wide in (False, True):
             rows = [i for i, layer in enumerate(flats) if layer and (i in wide_rows) == wide]
-            for chunk in _layer_chunks(rows, flats):
-                _count_chunk(counts, chunk, flats, layers, bins, wide)
+            for chunk in runs_within(rows, [stored[i] for i in rows], CHUNK_ELEMENTS):
+                _count_chunk(counts, chunk, flats, stored, layers, bins, wide)
     return counts
-
-
-def _layer_chunks(rows: list[int], flats: list[list[Tensor]]) -> list[list[int]]:
-    sizes = [sum(f.numel() for f in flats[row]) for row in rows]
-    return runs_within(rows, sizes, CHUNK_ELEMENTS)
 
 
 def _count_chunk(
     counts: Tensor,
     rows: list[int],
     flats: list[list[Tensor]],
+    stored: list[int],
     layers: Sequence[Sequence[Tensor]],
     bins: LogBins,
     wide: bool,
 ) -> None:
-    """Fill ``counts[rows]`` from the values of those layers."""
+    """Fill ``counts[rows]`` from the values of those layers (``stored[row]`` values each)."""
     device = counts.device
     dtype = torch.float64 if wide else torch.float32
     parts = [f.abs() if f.is_complex() else f for row in rows for f in flats[row]]
@@ -160,7 +157,7 @@ def _count_chunk(
     nonfinite = int((_NONFINITE_LOG - bins.low_exp) * bins.per_decade)
     zero = int((_ZERO_LOG - bins.low_exp) * bins.per_decade)
     stride = zero + 1
-    row_sizes = [sum(f.numel() for f in flats[row]) for row in rows]
+    row_sizes = [stored[row] for row in rows]
     torch._foreach_add_(index.split(row_sizes), [k * stride for k in range(len(rows))])
     ones = torch.ones((), dtype=torch.float64, device=device).expand(index.numel())
     found = torch.zeros(len(rows) * stride, dtype=torch.float64, device=device)
@@ -171,8 +168,7 @@ def _count_chunk(
     block[:, 1:-1] = found[:, :value_bins]
     block[:, -2] += found[:, value_bins:nonfinite].sum(dim=1)  # 10^hi and above: the last bin
     block[:, -1] = found[:, nonfinite]
-    stored = zip(rows, row_sizes, strict=True)
-    implicit = [sum(t.numel() for t in layers[r]) - size for r, size in stored]
+    implicit = [sum(t.numel() for t in layers[row]) - stored[row] for row in rows]
     if any(implicit):  # the elements sparse tensors do not store are zeros
         block[:, 0] += torch.tensor(implicit, dtype=torch.float64, device=device)
     counts[rows] = block
